@@ -1,0 +1,449 @@
+// Package caddymodule is the Caddy side of caddy-streamlimit: the
+// stream_limit HTTP handler, its Caddyfile directive and its store modules.
+// The lease algorithm itself lives in package lease.
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/streamlimit/caddy-streamlimit/lease"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler's options.
+const (
+	DefaultKey   = "{http.request.header.X-User-Id}"
+	DefaultLimit = 3
+	DefaultLease = 30 * time.Second
+	DefaultZone  = "default"
+	// MinLease keeps renewals (a third of the lease) from hammering the store.
+	MinLease = time.Second
+)
+
+// Option values.
+const (
+	ModeConnection = "connection"
+	ModeSession    = "session"
+
+	OnLimitDeny        = "deny"
+	OnLimitEvictOldest = "evict_oldest"
+
+	OnStoreErrorAllow = "allow"
+	OnStoreErrorDeny  = "deny"
+)
+
+// StreamIDHeader carries the stream id: set on every admitted response,
+// read from requests that continue a stream.
+const StreamIDHeader = "Stream-Id"
+
+// StreamIDQuery is the query parameter that may carry the stream id.
+const StreamIDQuery = "stream_id"
+
+// Handler limits how many streams each user holds at once. It admits a
+// request that starts a stream only while the user holds fewer than Limit
+// leases in the zone, keeps the lease alive while the stream's requests are
+// in flight, and frees it when the stream ends.
+type Handler struct {
+	// Key is the placeholder that names the user. Default:
+	// "{http.request.header.X-User-Id}". An empty expansion is refused (401).
+	Key string `json:"key,omitempty"`
+
+	// Limit is how many streams a user may hold at once: a whole number, or a
+	// placeholder expanding to one (per-plan limits). Default: 3. A per-user
+	// override set through the admin API wins over it.
+	Limit Limit `json:"limit,omitempty"`
+
+	// Mode is "connection" (a stream is one request; its slot is freed when
+	// the request ends) or "session" (a stream spans the requests that carry
+	// its id, and ends on DELETE or when none arrives for Lease). Default:
+	// "connection".
+	Mode string `json:"mode,omitempty"`
+
+	// Lease is how long a slot outlives its last renewal. Requests in flight
+	// renew it every third of Lease. Default: 30s; at least 1s.
+	Lease caddy.Duration `json:"lease,omitempty"`
+
+	// Zone names the pool of slots: handlers with the same zone share counts.
+	// Default: "default".
+	Zone string `json:"zone,omitempty"`
+
+	// OnLimit is what a start beyond the limit gets: "deny" (refused) or
+	// "evict_oldest" (admitted; the user's oldest stream is revoked).
+	// Default: "deny".
+	OnLimit string `json:"on_limit,omitempty"`
+
+	// Status is the status code of a refusal at the limit. Default: 429.
+	Status int `json:"status,omitempty"`
+
+	// OnStoreError is what a request gets when the store fails or is slower
+	// than its timeout: "allow" (passed on, logged) or "deny" (503).
+	// Default: "allow", so playback survives a store outage.
+	OnStoreError string `json:"on_store_error,omitempty"`
+
+	// DryRun counts and logs what would be refused, and refuses nothing.
+	// Refusals it lets through carry the header Stream-Limit-Dry-Run.
+	DryRun bool `json:"dry_run,omitempty"`
+
+	// ListPath, when set, is a path where GET lists the caller's own live
+	// streams instead of being passed on. Default: off.
+	ListPath string `json:"list_path,omitempty"`
+
+	// StoreRaw is where leases live, a module in the namespace
+	// "stream_limit.stores". Default: {"type": "memory"}.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=stream_limit.stores inline_key=type"`
+
+	zone         *zone
+	storeTimeout time.Duration
+	policy       lease.Policy
+	logger       *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.stream_limit",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults and opens (or joins) the zone's store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Key == "" {
+		h.Key = DefaultKey
+	}
+	if h.Limit == "" {
+		h.Limit = Limit(strconv.Itoa(DefaultLimit))
+	}
+	if h.Mode == "" {
+		h.Mode = ModeConnection
+	}
+	if h.Lease == 0 {
+		h.Lease = caddy.Duration(DefaultLease)
+	}
+	if h.Zone == "" {
+		h.Zone = DefaultZone
+	}
+	if h.OnLimit == "" {
+		h.OnLimit = OnLimitDeny
+	}
+	if h.OnLimit == OnLimitEvictOldest {
+		h.policy = lease.EvictOldest
+	}
+	if h.Status == 0 {
+		h.Status = http.StatusTooManyRequests
+	}
+	if h.OnStoreError == "" {
+		h.OnStoreError = OnStoreErrorAllow
+	}
+	if h.StoreRaw == nil {
+		h.StoreRaw = json.RawMessage(`{"type":"memory"}`)
+	}
+	mod, err := ctx.LoadModule(h, "StoreRaw")
+	if err != nil {
+		return fmt.Errorf("loading store: %v", err)
+	}
+	store, ok := mod.(StoreModule)
+	if !ok {
+		return fmt.Errorf("store module %T does not open a lease store", mod)
+	}
+	h.storeTimeout = store.CallTimeout()
+	h.zone, err = loadZone(h.Zone, store.Identity(), store.Open)
+	if err != nil {
+		return fmt.Errorf("zone %q: opening store: %v", h.Zone, err)
+	}
+	return nil
+}
+
+// Validate rejects a config that cannot work, naming the option at fault.
+func (h *Handler) Validate() error {
+	switch {
+	case h.Mode != ModeConnection && h.Mode != ModeSession:
+		return fmt.Errorf("mode: %q is neither %q nor %q", h.Mode, ModeConnection, ModeSession)
+	case h.OnLimit != OnLimitDeny && h.OnLimit != OnLimitEvictOldest:
+		return fmt.Errorf("on_limit: %q is neither %q nor %q", h.OnLimit, OnLimitDeny, OnLimitEvictOldest)
+	case h.OnStoreError != OnStoreErrorAllow && h.OnStoreError != OnStoreErrorDeny:
+		return fmt.Errorf("on_store_error: %q is neither %q nor %q", h.OnStoreError, OnStoreErrorAllow, OnStoreErrorDeny)
+	case time.Duration(h.Lease) < MinLease:
+		return fmt.Errorf("lease: %v is shorter than the minimum %v", time.Duration(h.Lease), MinLease)
+	case h.Status < 400 || h.Status > 599:
+		return fmt.Errorf("status: %d is not an HTTP error status (400-599)", h.Status)
+	case h.ListPath != "" && h.ListPath[0] != '/':
+		return fmt.Errorf("list_path: %q must start with /", h.ListPath)
+	}
+	return h.Limit.validate()
+}
+
+// Cleanup drops this handler's hold on its zone. The zone, its store and
+// its live streams stay while any other handler (a reloaded config) uses it.
+func (h *Handler) Cleanup() error {
+	if h.zone == nil {
+		return nil
+	}
+	_, err := zones.Delete(zoneKey{h.zone.name, h.zone.storeIdentity})
+	return err
+}
+
+func (h *Handler) session() bool      { return h.Mode == ModeSession }
+func (h *Handler) ttl() time.Duration { return time.Duration(h.Lease) }
+
+// ServeHTTP admits, continues or closes a stream, or refuses the request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.Method == http.MethodOptions {
+		return next.ServeHTTP(w, r) // CORS preflights are not playback
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	user := repl.ReplaceAll(h.Key, "")
+	if user == "" {
+		return h.refuse(w, r, http.StatusUnauthorized, errorBody{Error: "missing_user"})
+	}
+	if len(user) > lease.MaxUserLen {
+		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_user"})
+	}
+	key := lease.Key{Zone: h.Zone, User: user}
+
+	if r.Method == http.MethodDelete {
+		return h.close(w, r, key)
+	}
+	if h.ListPath != "" && r.Method == http.MethodGet && r.URL.Path == h.ListPath {
+		return h.list(w, r, key)
+	}
+	limit, err := h.Limit.resolve(repl)
+	if err != nil {
+		h.logger.Error("limit placeholder gave no usable limit; refusing the request",
+			zap.String("zone", h.Zone), zap.String("limit", string(h.Limit)), zap.Error(err))
+		return h.refuse(w, r, http.StatusInternalServerError, errorBody{Error: "bad_limit"})
+	}
+	if h.session() {
+		id, err := streamID(r)
+		if err != nil {
+			return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
+		}
+		if id != "" {
+			return h.continueStream(w, r, next, streamRef{key, id}, limit)
+		}
+	}
+	return h.start(w, r, next, key, limit)
+}
+
+// start admits a new stream, or refuses it at the limit.
+func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key lease.Key, limit int) error {
+	ref := streamRef{key, uuid.NewString()}
+	ctx, cancel := h.storeContext(r)
+	d, err := h.zone.store.Acquire(ctx, lease.AcquireRequest{Key: key, ID: ref.id, Limit: limit, TTL: h.ttl(), Policy: h.policy})
+	cancel()
+	if err != nil {
+		return h.storeFailed(w, r, next, ref, limit, err)
+	}
+	for _, id := range d.Evicted {
+		h.zone.revoked(streamRef{key, id})
+	}
+	if !d.Admitted {
+		return h.atLimit(w, r, next, d)
+	}
+	return h.serve(w, r, next, ref, limit, true)
+}
+
+// continueStream serves a request that carries a stream id (session mode):
+// it renews the lease at most once per renewal interval, re-admits a lapsed
+// stream when a slot is free, and refuses a revoked one.
+func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int) error {
+	if ls := h.zone.lookup(ref); ls != nil {
+		fresh, revoked := ls.fresh(time.Now())
+		if revoked {
+			return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
+		}
+		if fresh {
+			return h.serve(w, r, next, ref, limit, false)
+		}
+	}
+	ctx, cancel := h.storeContext(r)
+	d, err := h.renew(ctx, ref, limit)
+	cancel()
+	switch {
+	case errors.Is(err, lease.ErrRevoked):
+		h.zone.revoked(ref)
+		return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
+	case err != nil:
+		return h.storeFailed(w, r, next, ref, limit, err)
+	case !d.Admitted:
+		return h.atLimit(w, r, next, d)
+	}
+	return h.serve(w, r, next, ref, limit, true)
+}
+
+// errAtLimit is a renewal's answer when a lapsed stream cannot be
+// re-admitted because the user's slots are taken.
+var errAtLimit = errors.New("stream lapsed and the user is at the limit")
+
+// renew extends a stream's lease; a stream whose lease lapsed is re-admitted
+// under its id when a slot is free.
+func (h *Handler) renew(ctx context.Context, ref streamRef, limit int) (lease.Decision, error) {
+	_, err := h.zone.store.Renew(ctx, ref.key, ref.id, h.ttl())
+	if !errors.Is(err, lease.ErrNotFound) {
+		return lease.Decision{Admitted: err == nil}, err
+	}
+	d, err := h.zone.store.Acquire(ctx, lease.AcquireRequest{Key: ref.key, ID: ref.id, Limit: limit, TTL: h.ttl(), Policy: lease.Deny})
+	return d, err
+}
+
+// serve passes an admitted request on, keeping its stream's lease alive
+// while it is in flight and cutting it if the stream is revoked meanwhile.
+// In connection mode the stream ends with the request.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, confirmed bool) error {
+	ls := h.zone.stream(ref, h.ttl())
+	if confirmed {
+		ls.confirm(time.Now())
+	}
+	// Cutting cancels the request's context: reverse_proxy stops and aborts
+	// the response. (A write deadline would also stop handlers that ignore
+	// the context, but Caddy's response writers may not be touched from
+	// another goroutine.)
+	ctx, cancel := context.WithCancelCause(r.Context())
+	cut := func() { cancel(errStreamCut) }
+	renew := func(ctx context.Context) error {
+		d, err := h.renew(ctx, ref, limit)
+		if err == nil && !d.Admitted {
+			err = errAtLimit
+		}
+		return err
+	}
+	f := ls.enter(cut, renew, h.logger)
+	defer func() {
+		// Deferred so that it runs when reverse_proxy aborts with a panic.
+		ls.leave(f)
+		cancel(nil)
+		if !h.session() {
+			h.endConnectionStream(ref)
+		}
+	}()
+	w.Header().Set(StreamIDHeader, ref.id)
+	return next.ServeHTTP(w, r.WithContext(ctx))
+}
+
+var errStreamCut = errors.New("stream revoked")
+
+// endConnectionStream frees a connection-mode stream's slot: its request
+// has ended, however it ended.
+func (h *Handler) endConnectionStream(ref streamRef) {
+	h.zone.forget(ref)
+	ctx, cancel := context.WithTimeout(context.Background(), h.storeTimeout)
+	defer cancel()
+	err := h.zone.store.Release(ctx, ref.key, ref.id)
+	if err != nil && !errors.Is(err, lease.ErrNotFound) {
+		// The lease lapses by itself within the lease duration.
+		h.logger.Warn("releasing a stream failed; its lease will lapse",
+			zap.String("zone", h.Zone), zap.String("stream_id", ref.id), zap.Error(err))
+	}
+}
+
+// close ends the stream a DELETE names, without passing the request on.
+func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key) error {
+	id, err := streamID(r)
+	if err != nil {
+		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
+	}
+	if id == "" {
+		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "missing_stream_id"})
+	}
+	ref := streamRef{key, id}
+	ctx, cancel := h.storeContext(r)
+	err = h.zone.store.Release(ctx, key, id)
+	cancel()
+	switch {
+	case errors.Is(err, lease.ErrNotFound):
+		return h.refuse(w, r, http.StatusNotFound, errorBody{Error: "stream_not_found"})
+	case err != nil:
+		h.logger.Error("closing a stream failed", zap.String("zone", h.Zone), zap.String("stream_id", id), zap.Error(err))
+		return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
+	}
+	h.zone.closed(ref)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// list answers GET on list_path with the caller's own live streams.
+func (h *Handler) list(w http.ResponseWriter, r *http.Request, key lease.Key) error {
+	ctx, cancel := h.storeContext(r)
+	defer cancel()
+	leases, err := h.zone.store.List(ctx, key)
+	if err != nil {
+		h.logger.Error("listing streams failed", zap.String("zone", h.Zone), zap.Error(err))
+		return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
+	}
+	limit, err := h.Limit.resolve(r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer))
+	if override, ok, oerr := h.zone.store.Override(ctx, key); oerr == nil && ok {
+		limit, err = override, nil
+	}
+	if err != nil {
+		limit = -1
+	}
+	return writeJSON(w, http.StatusOK, streamList(limit, leases))
+}
+
+// atLimit refuses a start (or a lapsed stream's return) at the limit;
+// dry_run lets it through, marked.
+func (h *Handler) atLimit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, d lease.Decision) error {
+	if h.DryRun {
+		if ce := h.logger.Check(zapcore.InfoLevel, "dry run: would refuse a stream at the limit"); ce != nil {
+			ce.Write(zap.String("zone", h.Zone), zap.Int("limit", d.Limit), zap.Int("active", d.Active))
+		}
+		w.Header().Set("Stream-Limit-Dry-Run", "stream_limit_exceeded")
+		return next.ServeHTTP(w, r)
+	}
+	retry := int(math.Ceil(d.RetryAfter.Seconds()))
+	retry = max(retry, 1)
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.stream_limit.limit", d.Limit)
+	repl.Set("http.stream_limit.active", d.Active)
+	repl.Set("http.stream_limit.retry_after", retry)
+	w.Header().Set("Retry-After", strconv.Itoa(retry))
+	if ce := h.logger.Check(zapcore.DebugLevel, "stream refused at the limit"); ce != nil {
+		ce.Write(zap.String("zone", h.Zone), zap.Int("limit", d.Limit), zap.Int("active", d.Active))
+	}
+	return h.refuse(w, r, h.Status, errorBody{Error: "stream_limit_exceeded", Limit: &d.Limit, Active: &d.Active})
+}
+
+// storeFailed applies on_store_error to a request the store could not decide.
+func (h *Handler) storeFailed(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, err error) error {
+	if r.Context().Err() != nil {
+		return r.Context().Err() // the client left; nobody to answer
+	}
+	h.logger.Warn("stream store failed", zap.String("zone", h.Zone), zap.String("on_store_error", h.OnStoreError), zap.Error(err))
+	if h.OnStoreError == OnStoreErrorDeny {
+		return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
+	}
+	// Serve it as a stream all the same: its keepalive keeps trying, and
+	// re-establishes the lease once the store answers again.
+	return h.serve(w, r, next, ref, limit, false)
+}
+
+// storeContext bounds one store call. It is detached from the client so
+// that a client leaving mid-call cannot leave a lease nobody knows of.
+func (h *Handler) storeContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(r.Context()), h.storeTimeout)
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,284 @@
+package caddymodule
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+// The end-to-end tests run a real Caddy in this process, in front of a real
+// origin, and talk to it with real HTTP clients. Caddy is one per process,
+// so these tests do not run in parallel.
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "streamlimit-test-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_CONFIG_HOME", dir)
+	os.Setenv("XDG_DATA_HOME", dir)
+	code := m.Run()
+	caddy.Stop()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// origin is the upstream video server of the tests.
+type origin struct {
+	addr    string
+	hits    sync.Map // path -> *atomic.Int64
+	streams atomic.Int64
+}
+
+func (o *origin) hit(path string) int64 {
+	if v, ok := o.hits.Load(path); ok {
+		return v.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// newOrigin serves:
+//
+//	/slow/...  a body that trickles until the client (or Caddy) leaves
+//	/cut/...   a few bytes, then the connection dies mid-body
+//	anything else: "ok <path>"
+func newOrigin(t testing.TB) *origin {
+	o := &origin{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.addr = l.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, _ := o.hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
+		v.(*atomic.Int64).Add(1)
+		switch {
+		case strings.Contains(r.URL.Path, "/slow/"):
+			o.streams.Add(1)
+			defer o.streams.Add(-1)
+			w.Header().Set("Content-Type", "video/mp2t")
+			rc := http.NewResponseController(w)
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				if _, err := w.Write(bytes.Repeat([]byte{'x'}, 188)); err != nil {
+					return
+				}
+				if rc.Flush() != nil {
+					return
+				}
+				select {
+				case <-r.Context().Done():
+					return
+				case <-tick.C:
+				}
+			}
+		case strings.Contains(r.URL.Path, "/cut/"):
+			w.Header().Set("Content-Length", "100000")
+			w.Write(bytes.Repeat([]byte{'x'}, 1000))
+			http.NewResponseController(w).Flush()
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		default:
+			fmt.Fprintf(w, "ok %s", r.URL.Path)
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return o
+}
+
+// proxy is a running Caddy under test.
+type proxy struct {
+	t      testing.TB
+	addr   string // host:port of the site
+	admin  string // host:port of the admin endpoint
+	origin *origin
+}
+
+// startCaddy runs a Caddyfile site body (with {upstream} standing for the
+// origin) in a real Caddy listening on a free port.
+func startCaddy(t testing.TB, site string) *proxy {
+	t.Helper()
+	p := &proxy{t: t, origin: newOrigin(t)}
+	p.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p.load(site)
+	t.Cleanup(func() { caddy.Stop() })
+	return p
+}
+
+// caddyfile wraps a site body in the global options the tests need.
+func (p *proxy) caddyfile(site string) string {
+	site = strings.ReplaceAll(site, "{upstream}", p.origin.addr)
+	return fmt.Sprintf(`{
+	admin %s
+	auto_https off
+	persist_config off
+	skip_install_trust
+	grace_period 10s
+	log {
+		output discard
+	}
+}
+http://%s {
+%s
+}
+`, p.admin, p.addr, site)
+}
+
+func adapt(t testing.TB, caddyfile string) []byte {
+	t.Helper()
+	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
+	}
+	for _, w := range warnings {
+		if !strings.Contains(w.Message, "formatted") {
+			t.Logf("adapt warning: %s", w.Message)
+		}
+	}
+	return cfg
+}
+
+// load replaces the running config; the first load starts Caddy.
+func (p *proxy) load(site string) {
+	p.t.Helper()
+	cfg := adapt(p.t, p.caddyfile(site))
+	if err := caddy.Load(cfg, true); err != nil {
+		p.t.Fatalf("loading config: %v", err)
+	}
+}
+
+// reload sends a config through the admin API, as an operator would.
+func (p *proxy) reload(site string) {
+	p.t.Helper()
+	cfg := adapt(p.t, p.caddyfile(site))
+	resp, err := http.Post("http://"+p.admin+"/load", "application/json", bytes.NewReader(cfg))
+	if err != nil {
+		p.t.Fatalf("POST /load: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		p.t.Fatalf("POST /load: %s: %s", resp.Status, b)
+	}
+}
+
+func (p *proxy) url(path string) string { return "http://" + p.addr + path }
+
+// client makes plain requests; no connection reuse hides a slot.
+var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+
+// do sends one request with a user header (none when user is "") and
+// returns the response with its body read.
+func (p *proxy) do(method, path, user string, hdr ...string) (*http.Response, string) {
+	p.t.Helper()
+	req, err := http.NewRequest(method, p.url(path), nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if user != "" {
+		req.Header.Set("X-User-Id", user)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// liveStream is a streaming response held open by a client.
+type liveStream struct {
+	resp   *http.Response
+	cancel func()
+	done   chan error // the body's read error when the stream ends
+}
+
+// open starts a request whose body keeps streaming; it returns once the
+// response headers arrive. The body is drained in the background.
+func (p *proxy) open(path, user string, hdr ...string) *liveStream {
+	p.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, p.url(path), nil)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	req.Header.Set("X-User-Id", user)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	tr := &http.Transport{DisableKeepAlives: true}
+	ctxReq, cancel := withCancel(req)
+	resp, err := (&http.Client{Transport: tr}).Do(ctxReq)
+	if err != nil {
+		cancel()
+		p.t.Fatalf("open %s: %v", path, err)
+	}
+	s := &liveStream{resp: resp, cancel: func() { cancel(); tr.CloseIdleConnections() }, done: make(chan error, 1)}
+	go func() {
+		_, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		s.done <- err
+	}()
+	p.t.Cleanup(s.cancel)
+	return s
+}
+
+// eventually retries check until it holds, for at most a generous bound;
+// the bound only keeps a broken build from hanging, it asserts no speed.
+func eventually(t testing.TB, what string, check func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never happened: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func decodeJSON(t testing.TB, body string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatalf("body is not JSON: %v: %q", err, body)
+	}
+	return m
+}
+
+func withCancel(req *http.Request) (*http.Request, func()) {
+	ctx, cancel := context.WithCancel(req.Context())
+	return req.WithContext(ctx), cancel
+}

@@ -1,0 +1,132 @@
+// Package lease is the stream-slot algorithm behind caddy-streamlimit: a
+// counting semaphore per (zone, user) whose permits are leases that expire
+// unless renewed. Stores implement it in one process (MemoryStore) or shared
+// by many processes; this package knows nothing of HTTP or Caddy.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// MaxUserLen is the longest user key a store accepts, in bytes.
+const MaxUserLen = 512
+
+var (
+	// ErrNotFound means the stream holds no live lease: it expired, was
+	// released, or never existed for this user.
+	ErrNotFound = errors.New("lease: stream not found")
+	// ErrRevoked means the stream was kicked or evicted; it must not be
+	// re-admitted under the same id until its tombstone expires.
+	ErrRevoked = errors.New("lease: stream revoked")
+	// ErrBadRequest means the call's arguments are unusable (empty user,
+	// user too long, empty id, non-positive TTL).
+	ErrBadRequest = errors.New("lease: bad request")
+)
+
+// Key names one pool of slots: a user within a zone.
+type Key struct {
+	Zone string
+	User string
+}
+
+// Lease is one stream's hold on a slot.
+type Lease struct {
+	ID      string
+	Started time.Time
+	Expires time.Time
+}
+
+// Policy says what Acquire does when the user is at the limit.
+type Policy int
+
+const (
+	// Deny refuses the new stream.
+	Deny Policy = iota
+	// EvictOldest revokes the stream that started first and admits the new one.
+	EvictOldest
+)
+
+// AcquireRequest asks for a slot for stream ID under Key.
+type AcquireRequest struct {
+	Key
+	ID string
+	// Limit is the caller's limit; a per-user override kept by the store wins.
+	Limit  int
+	TTL    time.Duration
+	Policy Policy
+}
+
+// Decision is the outcome of Acquire.
+type Decision struct {
+	Admitted bool
+	// Lease is the stream's lease when admitted.
+	Lease Lease
+	// Limit is the limit that was applied (the override when one is set).
+	Limit int
+	// Active counts the user's live leases after the decision.
+	Active int
+	// Evicted lists the streams revoked to make room (EvictOldest).
+	Evicted []string
+	// RetryAfter is, when denied, how long until the earliest lease expires.
+	RetryAfter time.Duration
+}
+
+// Store keeps leases. Every method is one atomic step: concurrent callers,
+// in one process or many, never see a user above the limit.
+type Store interface {
+	// Acquire admits ID if it already holds a live lease (refreshing it) or
+	// if the user holds fewer than the limit; otherwise it applies Policy.
+	// A refused start takes and extends nothing. It returns ErrRevoked for
+	// an ID with a live tombstone.
+	Acquire(ctx context.Context, req AcquireRequest) (Decision, error)
+	// Renew extends a live lease to now+ttl. It returns ErrNotFound when the
+	// lease is gone and ErrRevoked when it was revoked.
+	Renew(ctx context.Context, key Key, id string, ttl time.Duration) (Lease, error)
+	// Release frees the slot; it returns ErrNotFound if ID held none.
+	Release(ctx context.Context, key Key, id string) error
+	// Revoke frees the slot and leaves a tombstone for tombstoneTTL so that
+	// the stream's next Renew or Acquire returns ErrRevoked. It returns
+	// ErrNotFound if ID held no live lease.
+	Revoke(ctx context.Context, key Key, id string, tombstoneTTL time.Duration) error
+	// List returns the user's live leases, oldest first.
+	List(ctx context.Context, key Key) ([]Lease, error)
+	// SetOverride keeps a per-user limit that wins over the caller's.
+	SetOverride(ctx context.Context, key Key, limit int) error
+	// ClearOverride removes the per-user limit; ok is false if none was set.
+	ClearOverride(ctx context.Context, key Key) (ok bool, err error)
+	// Override returns the per-user limit; ok is false if none is set.
+	Override(ctx context.Context, key Key) (limit int, ok bool, err error)
+	// Close releases the store's resources; leases in a shared store stay.
+	Close() error
+}
+
+// TombstoneTTL is how long a revoked stream's id stays refused, for a
+// stream whose lease is ttl: long enough that a player retrying the id keeps
+// hearing "revoked" rather than being admitted afresh.
+func TombstoneTTL(ttl time.Duration) time.Duration { return 10 * ttl }
+
+// Clock tells a store the time; tests inject one to drive expiry.
+type Clock func() time.Time
+
+func validateKey(key Key) error {
+	switch {
+	case key.User == "":
+		return fmt.Errorf("%w: empty user", ErrBadRequest)
+	case len(key.User) > MaxUserLen:
+		return fmt.Errorf("%w: user longer than %d bytes", ErrBadRequest, MaxUserLen)
+	}
+	return nil
+}
+
+func validateLease(key Key, id string, ttl time.Duration) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: empty stream id", ErrBadRequest)
+	case ttl <= 0:
+		return fmt.Errorf("%w: lease TTL must be positive", ErrBadRequest)
+	}
+	return validateKey(key)
+}
