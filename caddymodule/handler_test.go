@@ -24,6 +24,14 @@ const connectionSite = `
 		}
 		reverse_proxy {upstream}
 	}
+	route /short/* {
+		stream_limit {
+			zone short
+			limit 1
+			lease 1s
+		}
+		reverse_proxy {upstream}
+	}
 	route /down/* {
 		stream_limit {
 			zone down
@@ -86,6 +94,29 @@ func TestConnectionModeLimitsConcurrentStreams(t *testing.T) {
 	}
 }
 
+func TestConnectionModeRenewsLeaseOfLongRequests(t *testing.T) {
+	p := startCaddy(t, connectionSite)
+	s := p.open("/short/slow/v.ts", "erin")
+	if s.resp.StatusCode != http.StatusOK {
+		t.Fatalf("start: %s", s.resp.Status)
+	}
+	// The request outlives its 1s lease several times over; its keepalive
+	// holds the slot all along.
+	for i := range 15 {
+		time.Sleep(200 * time.Millisecond)
+		if r, _ := p.do(http.MethodGet, "/short/v.ts", "erin"); r.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("check %d: a second start got %s while the long request holds the only slot", i, r.Status)
+		}
+	}
+	select {
+	case err := <-s.done:
+		t.Fatalf("long request ended: %v", err)
+	default:
+	}
+	s.cancel()
+	eventually(t, "the long request's slot is freed when it ends", func() bool { return p.admits("/short/slow/v.ts", "erin") })
+}
+
 func TestConnectionModeFreesSlotWhenUpstreamFails(t *testing.T) {
 	p := startCaddy(t, connectionSite)
 
@@ -116,7 +147,7 @@ const sessionSite = `
 	route /s/* {
 		stream_limit {
 			mode session
-			lease 1s
+			lease 2s
 			list_path /s/streams
 		}
 		reverse_proxy {upstream}

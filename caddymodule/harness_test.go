@@ -177,11 +177,15 @@ func (p *proxy) load(site string) {
 	}
 }
 
-// reload sends a config through the admin API, as an operator would.
+// reload sends a config through the admin API, as an operator would. It
+// forces a reload even of an unchanged config, which Caddy would skip.
 func (p *proxy) reload(site string) {
 	p.t.Helper()
 	cfg := adapt(p.t, p.caddyfile(site))
-	resp, err := http.Post("http://"+p.admin+"/load", "application/json", bytes.NewReader(cfg))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+p.admin+"/load", bytes.NewReader(cfg))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Cache-Control", "must-revalidate")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		p.t.Fatalf("POST /load: %v", err)
 	}
@@ -281,4 +285,8 @@ func decodeJSON(t testing.TB, body string) map[string]any {
 func withCancel(req *http.Request) (*http.Request, func()) {
 	ctx, cancel := context.WithCancel(req.Context())
 	return req.WithContext(ctx), cancel
+}
+
+func caddyAdapt(caddyfile string) ([]byte, []caddyconfig.Warning, error) {
+	return caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
 }

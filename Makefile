@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` and `make test`.
+
+GO ?= go
+# Caddy keeps its state under XDG dirs; tests get a throwaway one.
+TEST_HOME := $(or $(TMPDIR),/tmp)/streamlimit-test-home
+
+.PHONY: run test deps lint build
+
+# Runs the demo: the limiter on :8080 in front of the demo origin on :8081.
+run:
+	$(GO) run ./cmd/caddy run --config Caddyfile
+
+# Installs what is missing, checks formatting and vet, runs every test
+# under the race detector.
+test: deps lint
+	mkdir -p $(TEST_HOME)
+	XDG_CONFIG_HOME=$(TEST_HOME) XDG_DATA_HOME=$(TEST_HOME) \
+		$(GO) test -race -count=1 -timeout 9m ./...
+
+deps:
+	./scripts/deps.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Builds the Caddy binary with the module into ./caddy.
+build:
+	$(GO) build -o caddy ./cmd/caddy

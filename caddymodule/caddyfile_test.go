@@ -1,0 +1,177 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestAdaptAllOptions pins the JSON that `caddy adapt` makes of a Caddyfile
+// using every option, and shows the directive ordered after request_header
+// and before reverse_proxy with no global order option.
+func TestAdaptAllOptions(t *testing.T) {
+	in, err := os.ReadFile("testdata/all-options.caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if err := json.Indent(&got, adapt(t, string(in)), "", "\t"); err != nil {
+		t.Fatal(err)
+	}
+	got.WriteByte('\n')
+	const golden = "testdata/all-options.json"
+	if *update {
+		if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != string(want) {
+		t.Fatalf("adapted JSON differs from %s (run go test -run TestAdaptAllOptions -update to accept):\n%s", golden, got.String())
+	}
+	s := got.String()
+	iHeader, iLimit, iProxy := strings.Index(s, `"headers"`), strings.Index(s, `"stream_limit"`), strings.Index(s, `"reverse_proxy"`)
+	if !(iHeader < iLimit && iLimit < iProxy) {
+		t.Fatalf("directive order: request_header at %d, stream_limit at %d, reverse_proxy at %d", iHeader, iLimit, iProxy)
+	}
+
+	// The JSON loads back into the handler with every option set.
+	var tree any
+	if err := json.Unmarshal(got.Bytes(), &tree); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(findHandler(tree, "stream_limit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h Handler
+	if err := json.Unmarshal(raw, &h); err != nil {
+		t.Fatal(err)
+	}
+	if !h.DryRun || h.Mode != ModeSession || h.Limit != "{http.request.header.X-Plan-Streams}" || h.Zone != "live" ||
+		h.OnLimit != OnLimitEvictOldest || h.Status != 403 || h.OnStoreError != OnStoreErrorDeny || h.ListPath != "/video/streams" ||
+		h.Lease != caddy.Duration(45e9) || h.Key != "{http.request.header.X-User-Id}" || !strings.Contains(string(h.StoreRaw), `"memory"`) {
+		t.Fatalf("decoded handler lost an option: %+v", h)
+	}
+}
+
+func TestCaddyfileErrorsNameTheOption(t *testing.T) {
+	for _, c := range []struct {
+		name, body, want string
+	}{
+		{"unknown option", "colour blue", `unrecognized option "colour"`},
+		{"limit word", "limit lots", "limit:"},
+		{"limit negative", "limit -2", "limit:"},
+		{"limit missing", "limit", "limit: want one value"},
+		{"limit two values", "limit 2 3", "limit: want one value"},
+		{"mode", "mode stream", "mode:"},
+		{"lease word", "lease soon", "lease:"},
+		{"lease short", "lease 10ms", "lease:"},
+		{"on_limit", "on_limit kick", "on_limit:"},
+		{"status word", "status teapot", "status:"},
+		{"status 200", "status 200", "status:"},
+		{"on_store_error", "on_store_error ignore", "on_store_error:"},
+		{"dry_run value", "dry_run yes", "dry_run:"},
+		{"list_path relative", "list_path streams", "list_path:"},
+		{"store missing", "store", "store:"},
+		{"store unknown", "store etcd", "store:"},
+		{"store memory option", "store memory {\n\t\tsize 10\n\t}", "store memory"},
+		{"repeated option", "limit 2\n\t\tlimit 3", "given twice"},
+		{"zone missing", "zone", "zone: want one value"},
+		{"key missing", "key", "key: want one value"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cf := "http://localhost:8080 {\n\tstream_limit {\n\t\t" + c.body + "\n\t}\n\treverse_proxy localhost:8081\n}\n"
+			_, _, err := caddyAdapt(cf)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("adapting %q: error %v, want one containing %q", c.body, err, c.want)
+			}
+		})
+	}
+	if _, _, err := caddyAdapt("http://localhost:8080 {\n\tstream_limit extra\n}\n"); err == nil {
+		t.Fatal("an argument on the directive line was accepted")
+	}
+}
+
+func TestJSONValidationNamesTheOption(t *testing.T) {
+	for _, c := range []struct{ handler, want string }{
+		{`{"mode":"stream"}`, "mode:"},
+		{`{"on_limit":"kick"}`, "on_limit:"},
+		{`{"on_store_error":"ignore"}`, "on_store_error:"},
+		{`{"lease":1000000}`, "lease:"},
+		{`{"status":302}`, "status:"},
+		{`{"limit":-1}`, "limit:"},
+		{`{"limit":"three"}`, "limit:"},
+		{`{"limit":true}`, "limit:"},
+		{`{"list_path":"x"}`, "list_path:"},
+		{`{"store":{"type":"etcd"}}`, "store"},
+	} {
+		cfg := `{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[` +
+			`{"handler":"stream_limit",`+c.handler[1:] + `]}]}}}}}`
+		err := caddy.Validate(&caddy.Config{AppsRaw: mustApps(t, cfg)})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", c.handler, err, c.want)
+		}
+	}
+}
+
+func mustApps(t *testing.T, cfg string) caddy.ModuleMap {
+	t.Helper()
+	var c caddy.Config
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		t.Fatalf("%v: %s", err, cfg)
+	}
+	return c.AppsRaw
+}
+
+func TestDirectiveBesideReverseProxyWithoutOrder(t *testing.T) {
+	// No route block, no order option: stream_limit must run before
+	// reverse_proxy and see the user set by request_header.
+	p := startCaddy(t, `
+	request_header X-User-Id {http.request.uri.query.account}
+	stream_limit {
+		mode session
+		limit 1
+	}
+	reverse_proxy {upstream}`)
+	if r, body := p.do(http.MethodGet, "/a.m3u8?account=x", ""); r.StatusCode != http.StatusOK || r.Header.Get(StreamIDHeader) == "" {
+		t.Fatalf("first start: %s %s", r.Status, body)
+	}
+	if r, _ := p.do(http.MethodGet, "/a.m3u8?account=x", ""); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("second start: %s, want 429", r.Status)
+	}
+}
+
+// findHandler returns the first handler object of the given name in a
+// config tree, or nil.
+func findHandler(v any, name string) map[string]any {
+	switch v := v.(type) {
+	case map[string]any:
+		if v["handler"] == name {
+			return v
+		}
+		for _, x := range v {
+			if h := findHandler(x, name); h != nil {
+				return h
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if h := findHandler(x, name); h != nil {
+				return h
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These tests build this command, as `make run` does, and drive the binary:
+// what an operator types is what is tested.
+
+var caddyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "streamlimit-cmd-")
+	if err != nil {
+		panic(err)
+	}
+	caddyBin = filepath.Join(dir, "caddy")
+	build := exec.Command("go", "build", "-o", caddyBin, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building caddy:", err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_CONFIG_HOME", dir)
+	os.Setenv("XDG_DATA_HOME", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestListModulesShowsStreamLimit(t *testing.T) {
+	out, err := exec.Command(caddyBin, "list-modules").CombinedOutput()
+	if err != nil {
+		t.Fatalf("list-modules: %v\n%s", err, out)
+	}
+	for _, mod := range []string{"http.handlers.stream_limit", "stream_limit.stores.memory", "http.handlers.reverse_proxy"} {
+		if !strings.Contains(string(out), mod+"\n") {
+			t.Errorf("list-modules does not show %s", mod)
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestDemoCaddyfile runs the committed demo exactly as the README does, on
+// free ports, and walks the README's curl session.
+func TestDemoCaddyfile(t *testing.T) {
+	addr, origin, admin := freeAddr(t), freeAddr(t), freeAddr(t)
+	cmd := exec.Command(caddyBin, "run", "--config", "Caddyfile")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "STREAMLIMIT_ADDR="+addr, "STREAMLIMIT_ORIGIN="+origin, "STREAMLIMIT_ADMIN="+admin)
+	logs := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("caddy output:\n%s", logs)
+		}
+	})
+
+	get := func(method, path string, hdr ...string) (*http.Response, string, error) {
+		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b), nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, _, err := get(http.MethodOptions, "/"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the demo never started listening")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	var ids []string
+	for i := range 3 {
+		resp, body, err := get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice")
+		if err != nil || resp.StatusCode != http.StatusOK || !strings.HasPrefix(body, "#EXTM3U") {
+			t.Fatalf("stream %d: %v %v %q", i+1, err, resp, body)
+		}
+		ids = append(ids, resp.Header.Get("Stream-Id"))
+	}
+	resp, body, _ := get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice")
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, `"stream_limit_exceeded"`) {
+		t.Fatalf("fourth stream: %s %q", resp.Status, body)
+	}
+	resp, body, _ = get(http.MethodGet, "/hls/seg00.ts", "X-User-Id", "alice", "Stream-Id", ids[0])
+	if resp.StatusCode != http.StatusOK || len(body) < 1000 {
+		t.Fatalf("segment of a live stream: %s, %d bytes", resp.Status, len(body))
+	}
+	resp, body, _ = get(http.MethodGet, "/streams", "X-User-Id", "alice")
+	if resp.StatusCode != http.StatusOK || strings.Count(body, `"id"`) != 3 {
+		t.Fatalf("stream list: %s %s", resp.Status, body)
+	}
+	if resp, _, _ = get(http.MethodDelete, "/hls/index.m3u8", "X-User-Id", "alice", "Stream-Id", ids[0]); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %s", resp.Status)
+	}
+	if resp, _, _ = get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("start after DELETE: %s", resp.Status)
+	}
+	if resp, body, _ = get(http.MethodGet, "/hls/index.m3u8"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no user: %s %s", resp.Status, body)
+	}
+}
