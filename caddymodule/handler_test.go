@@ -508,3 +508,23 @@ func TestConcurrentStartsAdmitExactlyTheLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestHandleErrorsReshapesRefusals(t *testing.T) {
+	p := startCaddy(t, `
+	stream_limit {
+		mode session
+		limit 1
+	}
+	reverse_proxy {upstream}
+	handle_errors 429 {
+		respond "watching on {http.stream_limit.active} of {http.stream_limit.limit} screens; retry in {http.stream_limit.retry_after}s" 429
+	}`)
+	p.start("/a.m3u8", "alice")
+	resp, body := p.do(http.MethodGet, "/a.m3u8", "alice")
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.HasPrefix(body, "watching on 1 of 1 screens; retry in ") || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("reshaped refusal: %s %q Retry-After %q", resp.Status, body, resp.Header.Get("Retry-After"))
+	}
+	if resp, body = p.do(http.MethodGet, "/a.m3u8", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("missing user through handle_errors: %s %q", resp.Status, body)
+	}
+}
