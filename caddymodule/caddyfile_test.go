@@ -118,7 +118,7 @@ func TestJSONValidationNamesTheOption(t *testing.T) {
 		{`{"store":{"type":"etcd"}}`, "store"},
 	} {
 		cfg := `{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[` +
-			`{"handler":"stream_limit",`+c.handler[1:] + `]}]}}}}}`
+			`{"handler":"stream_limit",` + c.handler[1:] + `]}]}}}}}`
 		err := caddy.Validate(&caddy.Config{AppsRaw: mustApps(t, cfg)})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one containing %q", c.handler, err, c.want)
