@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // fakeClock is a clock tests move by hand.
@@ -22,6 +24,9 @@ func (c *fakeClock) Offset() time.Duration   { return time.Duration(c.offset.Loa
 type storeFactory func(t *testing.T, clock *fakeClock) Store
 
 const ttl = 30 * time.Second
+
+// id names a stream in a test by a word; stores take canonical UUIDs.
+func id(name string) string { return uuid.NewSHA1(uuid.Nil, []byte(name)).String() }
 
 // testConformance runs the store contract against one store. Every store
 // must pass it unchanged: a difference is a bug in that store.
@@ -44,7 +49,7 @@ func testConformance(t *testing.T, open storeFactory) {
 	fill := func(t *testing.T, s Store, user string, n int) {
 		t.Helper()
 		for i := range n {
-			if d := acquire(t, s, user, fmt.Sprintf("s%d", i), n, Deny); !d.Admitted {
+			if d := acquire(t, s, user, id(fmt.Sprintf("s%d", i)), n, Deny); !d.Admitted {
 				t.Fatalf("start %d of %d refused: %+v", i+1, n, d)
 			}
 		}
@@ -56,7 +61,7 @@ func testConformance(t *testing.T, open storeFactory) {
 		before, _ := s.List(ctx, Key{"z", "u"})
 		clock.Advance(time.Second)
 		for range 5 {
-			d := acquire(t, s, "u", "s-new", 3, Deny)
+			d := acquire(t, s, "u", id("s-new"), 3, Deny)
 			if d.Admitted || d.Active != 3 || d.Limit != 3 {
 				t.Fatalf("fourth start: %+v, want refused with active=3 limit=3", d)
 			}
@@ -72,9 +77,9 @@ func testConformance(t *testing.T, open storeFactory) {
 
 	t.Run("re-acquiring a live id takes no new slot and refreshes it", func(t *testing.T) {
 		s, clock := newStore(t)
-		first := acquire(t, s, "u", "a", 1, Deny)
+		first := acquire(t, s, "u", id("a"), 1, Deny)
 		clock.Advance(ttl / 2)
-		again := acquire(t, s, "u", "a", 1, Deny)
+		again := acquire(t, s, "u", id("a"), 1, Deny)
 		if !again.Admitted || again.Active != 1 || !again.Lease.Expires.After(first.Lease.Expires) {
 			t.Fatalf("re-acquire: %+v after %+v", again, first)
 		}
@@ -86,16 +91,16 @@ func testConformance(t *testing.T, open storeFactory) {
 	t.Run("release frees the slot at once", func(t *testing.T) {
 		s, _ := newStore(t)
 		fill(t, s, "u", 3)
-		if err := s.Release(ctx, Key{"z", "u"}, "s1"); err != nil {
+		if err := s.Release(ctx, Key{"z", "u"}, id("s1")); err != nil {
 			t.Fatal(err)
 		}
-		if d := acquire(t, s, "u", "s-new", 3, Deny); !d.Admitted || d.Active != 3 {
+		if d := acquire(t, s, "u", id("s-new"), 3, Deny); !d.Admitted || d.Active != 3 {
 			t.Fatalf("after release: %+v", d)
 		}
-		if err := s.Release(ctx, Key{"z", "u"}, "s1"); !errors.Is(err, ErrNotFound) {
+		if err := s.Release(ctx, Key{"z", "u"}, id("s1")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("second release: %v, want ErrNotFound", err)
 		}
-		if err := s.Release(ctx, Key{"z", "nobody"}, "x"); !errors.Is(err, ErrNotFound) {
+		if err := s.Release(ctx, Key{"z", "nobody"}, id("x")); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("release for unknown user: %v, want ErrNotFound", err)
 		}
 	})
@@ -104,23 +109,23 @@ func testConformance(t *testing.T, open storeFactory) {
 		s, clock := newStore(t)
 		fill(t, s, "u", 3)
 		clock.Advance(ttl + time.Millisecond)
-		if _, err := s.Renew(ctx, Key{"z", "u"}, "s0", ttl); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Renew(ctx, Key{"z", "u"}, id("s0"), ttl); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("renew after lapse: %v, want ErrNotFound", err)
 		}
 		if l, _ := s.List(ctx, Key{"z", "u"}); len(l) != 0 {
 			t.Fatalf("lapsed leases still listed: %v", l)
 		}
-		if d := acquire(t, s, "u", "s0", 3, Deny); !d.Admitted || d.Active != 1 {
+		if d := acquire(t, s, "u", id("s0"), 3, Deny); !d.Admitted || d.Active != 1 {
 			t.Fatalf("re-admit lapsed id: %+v", d)
 		}
 	})
 
 	t.Run("renew keeps a lease past its first TTL", func(t *testing.T) {
 		s, clock := newStore(t)
-		acquire(t, s, "u", "a", 1, Deny)
+		acquire(t, s, "u", id("a"), 1, Deny)
 		for range 4 {
 			clock.Advance(ttl * 2 / 3)
-			l, err := s.Renew(ctx, Key{"z", "u"}, "a", ttl)
+			l, err := s.Renew(ctx, Key{"z", "u"}, id("a"), ttl)
 			if err != nil {
 				t.Fatalf("renew: %v", err)
 			}
@@ -128,10 +133,10 @@ func testConformance(t *testing.T, open storeFactory) {
 				t.Fatalf("renewed lease expires in %v, want about %v", got, ttl)
 			}
 		}
-		if d := acquire(t, s, "u", "b", 1, Deny); d.Admitted {
+		if d := acquire(t, s, "u", id("b"), 1, Deny); d.Admitted {
 			t.Fatalf("renewed lease lost its slot: %+v", d)
 		}
-		if _, err := s.Renew(ctx, Key{"z", "u"}, "never", ttl); !errors.Is(err, ErrNotFound) {
+		if _, err := s.Renew(ctx, Key{"z", "u"}, id("never"), ttl); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("renew unknown id: %v, want ErrNotFound", err)
 		}
 	})
@@ -140,23 +145,23 @@ func testConformance(t *testing.T, open storeFactory) {
 		s, clock := newStore(t)
 		fill(t, s, "u", 3)
 		k := Key{"z", "u"}
-		if err := s.Revoke(ctx, k, "s0", time.Minute); err != nil {
+		if err := s.Revoke(ctx, k, id("s0"), time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Renew(ctx, k, "s0", ttl); !errors.Is(err, ErrRevoked) {
+		if _, err := s.Renew(ctx, k, id("s0"), ttl); !errors.Is(err, ErrRevoked) {
 			t.Fatalf("renew revoked: %v, want ErrRevoked", err)
 		}
-		if _, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: "s0", Limit: 3, TTL: ttl}); !errors.Is(err, ErrRevoked) {
+		if _, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id("s0"), Limit: 3, TTL: ttl}); !errors.Is(err, ErrRevoked) {
 			t.Fatalf("acquire revoked: %v, want ErrRevoked", err)
 		}
-		if d := acquire(t, s, "u", "s-new", 3, Deny); !d.Admitted {
+		if d := acquire(t, s, "u", id("s-new"), 3, Deny); !d.Admitted {
 			t.Fatalf("revoke did not free the slot: %+v", d)
 		}
-		if err := s.Revoke(ctx, k, "gone", time.Minute); !errors.Is(err, ErrNotFound) {
+		if err := s.Revoke(ctx, k, id("gone"), time.Minute); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("revoke unknown: %v, want ErrNotFound", err)
 		}
 		clock.Advance(time.Minute + time.Millisecond)
-		if d := acquire(t, s, "u", "s0", 3, Deny); !d.Admitted {
+		if d := acquire(t, s, "u", id("s0"), 3, Deny); !d.Admitted {
 			t.Fatalf("id refused after its tombstone lapsed: %+v", d)
 		}
 	})
@@ -164,18 +169,18 @@ func testConformance(t *testing.T, open storeFactory) {
 	t.Run("evict oldest admits the newcomer and revokes the first start", func(t *testing.T) {
 		s, clock := newStore(t)
 		for i := range 3 {
-			acquire(t, s, "u", fmt.Sprintf("s%d", i), 3, EvictOldest)
+			acquire(t, s, "u", id(fmt.Sprintf("s%d", i)), 3, EvictOldest)
 			clock.Advance(time.Second)
 		}
 		// The oldest start is the most recently renewed: eviction goes by start.
-		if _, err := s.Renew(ctx, Key{"z", "u"}, "s0", ttl); err != nil {
+		if _, err := s.Renew(ctx, Key{"z", "u"}, id("s0"), ttl); err != nil {
 			t.Fatal(err)
 		}
-		d := acquire(t, s, "u", "s3", 3, EvictOldest)
-		if !d.Admitted || d.Active != 3 || len(d.Evicted) != 1 || d.Evicted[0] != "s0" {
+		d := acquire(t, s, "u", id("s3"), 3, EvictOldest)
+		if !d.Admitted || d.Active != 3 || len(d.Evicted) != 1 || d.Evicted[0] != id("s0") {
 			t.Fatalf("evicting start: %+v, want admitted with s0 evicted", d)
 		}
-		if _, err := s.Renew(ctx, Key{"z", "u"}, "s0", ttl); !errors.Is(err, ErrRevoked) {
+		if _, err := s.Renew(ctx, Key{"z", "u"}, id("s0"), ttl); !errors.Is(err, ErrRevoked) {
 			t.Fatalf("evicted stream renew: %v, want ErrRevoked", err)
 		}
 	})
@@ -183,7 +188,7 @@ func testConformance(t *testing.T, open storeFactory) {
 	t.Run("limit zero refuses every start, even with evict oldest", func(t *testing.T) {
 		s, _ := newStore(t)
 		for _, p := range []Policy{Deny, EvictOldest} {
-			if d := acquire(t, s, "u", "a", 0, p); d.Admitted || d.RetryAfter <= 0 {
+			if d := acquire(t, s, "u", id("a"), 0, p); d.Admitted || d.RetryAfter <= 0 {
 				t.Fatalf("policy %d, limit 0: %+v", p, d)
 			}
 		}
@@ -198,7 +203,7 @@ func testConformance(t *testing.T, open storeFactory) {
 		}
 		for _, zone := range []string{"z", "z2", "z:alice"} {
 			for _, u := range users {
-				d, err := s.Acquire(ctx, AcquireRequest{Key: Key{zone, u}, ID: "only", Limit: 1, TTL: ttl})
+				d, err := s.Acquire(ctx, AcquireRequest{Key: Key{zone, u}, ID: id("only"), Limit: 1, TTL: ttl})
 				if err != nil || !d.Admitted || d.Active != 1 {
 					t.Fatalf("zone %q user %q: %+v %v, want its own first slot", zone, u, d, err)
 				}
@@ -215,8 +220,8 @@ func testConformance(t *testing.T, open storeFactory) {
 		if err := s.SetOverride(ctx, k, 1); err != nil {
 			t.Fatal(err)
 		}
-		acquire(t, s, "u", "a", 3, Deny)
-		if d := acquire(t, s, "u", "b", 3, Deny); d.Admitted || d.Limit != 1 {
+		acquire(t, s, "u", id("a"), 3, Deny)
+		if d := acquire(t, s, "u", id("b"), 3, Deny); d.Admitted || d.Limit != 1 {
 			t.Fatalf("override 1: %+v", d)
 		}
 		if n, ok, _ := s.Override(ctx, k); !ok || n != 1 {
@@ -225,7 +230,7 @@ func testConformance(t *testing.T, open storeFactory) {
 		if ok, err := s.ClearOverride(ctx, k); !ok || err != nil {
 			t.Fatalf("clear: %v %v", ok, err)
 		}
-		if d := acquire(t, s, "u", "b", 3, Deny); !d.Admitted || d.Limit != 3 {
+		if d := acquire(t, s, "u", id("b"), 3, Deny); !d.Admitted || d.Limit != 3 {
 			t.Fatalf("after clear: %+v", d)
 		}
 		if ok, _ := s.ClearOverride(ctx, k); ok {
@@ -235,12 +240,12 @@ func testConformance(t *testing.T, open storeFactory) {
 
 	t.Run("list shows live leases oldest first", func(t *testing.T) {
 		s, clock := newStore(t)
-		for _, id := range []string{"c", "a", "b"} {
-			acquire(t, s, "u", id, 3, Deny)
+		for _, name := range []string{"c", "a", "b"} {
+			acquire(t, s, "u", id(name), 3, Deny)
 			clock.Advance(time.Second)
 		}
 		l, err := s.List(ctx, Key{"z", "u"})
-		if err != nil || len(l) != 3 || l[0].ID != "c" || l[1].ID != "a" || l[2].ID != "b" {
+		if err != nil || len(l) != 3 || l[0].ID != id("c") || l[1].ID != id("a") || l[2].ID != id("b") {
 			t.Fatalf("list: %v %v", l, err)
 		}
 		for _, x := range l {
@@ -257,10 +262,12 @@ func testConformance(t *testing.T, open storeFactory) {
 		s, _ := newStore(t)
 		long := strings.Repeat("x", MaxUserLen+1)
 		for name, req := range map[string]AcquireRequest{
-			"empty user": {Key: Key{"z", ""}, ID: "a", Limit: 1, TTL: ttl},
-			"long user":  {Key: Key{"z", long}, ID: "a", Limit: 1, TTL: ttl},
+			"empty user": {Key: Key{"z", ""}, ID: id("a"), Limit: 1, TTL: ttl},
+			"long user":  {Key: Key{"z", long}, ID: id("a"), Limit: 1, TTL: ttl},
 			"empty id":   {Key: Key{"z", "u"}, ID: "", Limit: 1, TTL: ttl},
-			"zero ttl":   {Key: Key{"z", "u"}, ID: "a", Limit: 1},
+			"short id":   {Key: Key{"z", "u"}, ID: "s0", Limit: 1, TTL: ttl},
+			"upper id":   {Key: Key{"z", "u"}, ID: strings.ToUpper(id("a")), Limit: 1, TTL: ttl},
+			"zero ttl":   {Key: Key{"z", "u"}, ID: id("a"), Limit: 1},
 		} {
 			if _, err := s.Acquire(ctx, req); !errors.Is(err, ErrBadRequest) {
 				t.Errorf("%s: %v, want ErrBadRequest", name, err)
@@ -284,7 +291,7 @@ func testConformance(t *testing.T, open storeFactory) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					d, err := s.Acquire(ctx, AcquireRequest{Key: Key{"z", user}, ID: fmt.Sprint(i), Limit: 3, TTL: ttl})
+					d, err := s.Acquire(ctx, AcquireRequest{Key: Key{"z", user}, ID: id(fmt.Sprint(i)), Limit: 3, TTL: ttl})
 					if err != nil {
 						t.Error(err)
 					}
@@ -313,7 +320,7 @@ func TestMemorySweepDropsIdleUsers(t *testing.T) {
 	s := NewMemoryStore(MemoryOptions{Clock: clock.Now, SweepInterval: -1, OnExpire: func(Key, Lease) { expired.Add(1) }})
 	defer s.Close()
 	for i := range 100 {
-		s.Acquire(context.Background(), AcquireRequest{Key: Key{"z", fmt.Sprint(i)}, ID: "a", Limit: 1, TTL: ttl})
+		s.Acquire(context.Background(), AcquireRequest{Key: Key{"z", fmt.Sprint(i)}, ID: id("a"), Limit: 1, TTL: ttl})
 	}
 	clock.Advance(ttl + time.Millisecond)
 	s.Sweep()

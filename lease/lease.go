@@ -8,7 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // MaxUserLen is the longest user key a store accepts, in bytes.
@@ -22,7 +25,7 @@ var (
 	// re-admitted under the same id until its tombstone expires.
 	ErrRevoked = errors.New("lease: stream revoked")
 	// ErrBadRequest means the call's arguments are unusable (empty user,
-	// user too long, empty id, non-positive TTL).
+	// user too long, an id that is not a canonical UUID, non-positive TTL).
 	ErrBadRequest = errors.New("lease: bad request")
 )
 
@@ -52,6 +55,7 @@ const (
 // AcquireRequest asks for a slot for stream ID under Key.
 type AcquireRequest struct {
 	Key
+	// ID is the stream's id: a UUID in canonical form.
 	ID string
 	// Limit is the caller's limit; a per-user override kept by the store wins.
 	Limit  int
@@ -121,10 +125,25 @@ func validateKey(key Key) error {
 	return nil
 }
 
+// parseID checks that a stream id is a UUID in canonical form (lower-case,
+// hyphenated), the one form both stores keep and give back alike.
+func parseID(id string) (uuid.UUID, error) {
+	u, err := uuid.Parse(id)
+	if err != nil || len(id) != 36 || u.String() != id {
+		return uuid.UUID{}, fmt.Errorf("%w: stream id %q is not a canonical UUID", ErrBadRequest, id)
+	}
+	return u, nil
+}
+
+func sortByStart(leases []Lease) {
+	slices.SortStableFunc(leases, func(a, b Lease) int { return a.Started.Compare(b.Started) })
+}
+
 func validateLease(key Key, id string, ttl time.Duration) error {
+	if _, err := parseID(id); err != nil {
+		return err
+	}
 	switch {
-	case id == "":
-		return fmt.Errorf("%w: empty stream id", ErrBadRequest)
 	case ttl <= 0:
 		return fmt.Errorf("%w: lease TTL must be positive", ErrBadRequest)
 	}

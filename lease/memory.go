@@ -294,7 +294,7 @@ func (s *MemoryStore) List(ctx context.Context, key Key) ([]Lease, error) {
 	for i, l := range u.leases {
 		out[i] = l.public()
 	}
-	slices.SortFunc(out, func(a, b Lease) int { return a.Started.Compare(b.Started) })
+	sortByStart(out)
 	return out, nil
 }
 

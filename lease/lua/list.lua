@@ -1,0 +1,8 @@
+-- List: the live leases, oldest expiry first.
+-- KEYS: leases, tombs
+-- ARGV: clock offset ms
+-- Returns {{member, expires, member, expires, ...}, {lapsed members}}.
+local leases, tombs = KEYS[1], KEYS[2]
+local now = now_ms(ARGV[1])
+local lapsed = prune(leases, tombs, now)
+return {redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES'), lapsed}

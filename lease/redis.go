@@ -1,0 +1,329 @@
+package lease
+
+import (
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+)
+
+// The scripts, each run as one atomic step. common.lua is prepended to each.
+var (
+	//go:embed lua/common.lua
+	luaCommon string
+	//go:embed lua/acquire.lua
+	luaAcquire string
+	//go:embed lua/renew.lua
+	luaRenew string
+	//go:embed lua/release.lua
+	luaRelease string
+	//go:embed lua/list.lua
+	luaList string
+
+	scriptAcquire = redis.NewScript(luaCommon + luaAcquire)
+	scriptRenew   = redis.NewScript(luaCommon + luaRenew)
+	scriptRelease = redis.NewScript(luaCommon + luaRelease)
+	scriptList    = redis.NewScript(luaCommon + luaList)
+)
+
+// DefaultKeyPrefix starts every key the Redis store writes.
+const DefaultKeyPrefix = "streamlimit:"
+
+// RedisStore keeps leases in Redis (standalone, Sentinel or Cluster), shared
+// by every proxy that uses the same Redis and key prefix. Each call is one
+// Lua script on one Cluster slot, timed by Redis's clock.
+type RedisStore struct {
+	client   redis.UniversalClient
+	prefix   string
+	offset   func() time.Duration
+	onExpire func(Key, Lease)
+}
+
+// RedisOptions tunes a RedisStore.
+type RedisOptions struct {
+	// KeyPrefix starts every key; default "streamlimit:". It must not hold
+	// braces, which would move the Cluster hash tag.
+	KeyPrefix string
+	// OnExpire hears of each lease found lapsed (when a script prunes it).
+	OnExpire func(Key, Lease)
+	// ClockOffset moves Redis's clock forward for tests that drive expiry;
+	// production leaves it nil.
+	ClockOffset func() time.Duration
+}
+
+// NewRedisStore returns a store on client. The client stays the caller's:
+// Close does not close it.
+func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore, error) {
+	prefix := opts.KeyPrefix
+	if prefix == "" {
+		prefix = DefaultKeyPrefix
+	}
+	if strings.ContainsAny(prefix, "{}") {
+		return nil, fmt.Errorf("key prefix %q: braces would break the Cluster hash tag", prefix)
+	}
+	return &RedisStore{client: client, prefix: prefix, offset: opts.ClockOffset, onExpire: opts.OnExpire}, nil
+}
+
+// tagEncoding turns any bytes into text with neither braces nor dots, so
+// that "{zone.user}" is one hash tag per (zone, user) and no two pairs share
+// a tag.
+var tagEncoding = base64.RawURLEncoding
+
+// keys returns the (zone, user)'s leases, tombstones and limit keys, all in
+// one Cluster slot.
+func (s *RedisStore) keys(key Key) []string {
+	tag := "{" + tagEncoding.EncodeToString([]byte(key.Zone)) + "." + tagEncoding.EncodeToString([]byte(key.User)) + "}"
+	base := s.prefix + tag
+	return []string{base + ":l", base + ":t", base + ":o"}
+}
+
+func (s *RedisStore) offsetMS() int64 {
+	if s.offset == nil {
+		return 0
+	}
+	return s.offset().Milliseconds()
+}
+
+// packID turns a stream id into the 16 bytes stored in Redis.
+func packID(id string) (string, error) {
+	u, err := parseID(id)
+	if err != nil {
+		return "", err
+	}
+	return string(u[:]), nil
+}
+
+func unpackID(b string) string {
+	if len(b) < 16 {
+		return ""
+	}
+	var u uuid.UUID
+	copy(u[:], b[:16])
+	return u.String()
+}
+
+func msTime(ms int64) time.Time { return time.UnixMilli(ms) }
+
+// Acquire implements Store.
+func (s *RedisStore) Acquire(ctx context.Context, req AcquireRequest) (Decision, error) {
+	if err := validateLease(req.Key, req.ID, req.TTL); err != nil {
+		return Decision{}, err
+	}
+	id, _ := packID(req.ID)
+	policy := 0
+	if req.Policy == EvictOldest {
+		policy = 1
+	}
+	res, err := scriptAcquire.Run(ctx, s.client, s.keys(req.Key),
+		id, req.TTL.Milliseconds(), max(req.Limit, 0), policy, TombstoneTTL(req.TTL).Milliseconds(), s.offsetMS()).Slice()
+	if err != nil {
+		return Decision{}, err
+	}
+	r, err := replyOf(res, 8)
+	if err != nil {
+		return Decision{}, err
+	}
+	s.lapsed(req.Key, r.list(7))
+	switch r.int(0) {
+	case -1:
+		return Decision{}, ErrRevoked
+	case 0:
+		return Decision{Limit: int(r.int(1)), Active: int(r.int(2)), RetryAfter: time.Duration(r.int(5)) * time.Millisecond}, r.err
+	}
+	d := Decision{
+		Admitted: true,
+		Limit:    int(r.int(1)),
+		Active:   int(r.int(2)),
+		Lease:    Lease{ID: req.ID, Started: msTime(r.int(3)), Expires: msTime(r.int(4))},
+	}
+	for _, e := range r.list(6) {
+		d.Evicted = append(d.Evicted, unpackID(e))
+	}
+	return d, r.err
+}
+
+// Renew implements Store.
+func (s *RedisStore) Renew(ctx context.Context, key Key, id string, ttl time.Duration) (Lease, error) {
+	if err := validateLease(key, id, ttl); err != nil {
+		return Lease{}, err
+	}
+	packed, _ := packID(id)
+	res, err := scriptRenew.Run(ctx, s.client, s.keys(key)[:2], packed, ttl.Milliseconds(), s.offsetMS()).Slice()
+	if err != nil {
+		return Lease{}, err
+	}
+	r, err := replyOf(res, 4)
+	if err != nil {
+		return Lease{}, err
+	}
+	s.lapsed(key, r.list(3))
+	switch r.int(0) {
+	case -1:
+		return Lease{}, ErrRevoked
+	case 0:
+		return Lease{}, ErrNotFound
+	}
+	return Lease{ID: id, Started: msTime(r.int(1)), Expires: msTime(r.int(2))}, r.err
+}
+
+// Release implements Store.
+func (s *RedisStore) Release(ctx context.Context, key Key, id string) error {
+	return s.remove(ctx, key, id, 0)
+}
+
+// Revoke implements Store.
+func (s *RedisStore) Revoke(ctx context.Context, key Key, id string, tombstoneTTL time.Duration) error {
+	if tombstoneTTL <= 0 {
+		return fmt.Errorf("%w: tombstone TTL must be positive", ErrBadRequest)
+	}
+	return s.remove(ctx, key, id, tombstoneTTL)
+}
+
+func (s *RedisStore) remove(ctx context.Context, key Key, id string, tombstoneTTL time.Duration) error {
+	if err := validateLease(key, id, time.Second); err != nil {
+		return err
+	}
+	packed, _ := packID(id)
+	res, err := scriptRelease.Run(ctx, s.client, s.keys(key)[:2], packed, tombstoneTTL.Milliseconds(), s.offsetMS()).Slice()
+	if err != nil {
+		return err
+	}
+	r, err := replyOf(res, 2)
+	if err != nil {
+		return err
+	}
+	s.lapsed(key, r.list(1))
+	if r.int(0) == 0 {
+		return ErrNotFound
+	}
+	return r.err
+}
+
+// List implements Store.
+func (s *RedisStore) List(ctx context.Context, key Key) ([]Lease, error) {
+	if err := validateKey(key); err != nil {
+		return nil, err
+	}
+	res, err := scriptList.Run(ctx, s.client, s.keys(key)[:2], s.offsetMS()).Slice()
+	if err != nil {
+		return nil, err
+	}
+	r, err := replyOf(res, 2)
+	if err != nil {
+		return nil, err
+	}
+	s.lapsed(key, r.list(1))
+	flat := r.list(0)
+	var out []Lease
+	for i := 0; i+1 < len(flat); i += 2 {
+		var expires int64
+		if _, err := fmt.Sscan(flat[i+1], &expires); err != nil {
+			return nil, fmt.Errorf("lease: bad score %q in Redis", flat[i+1])
+		}
+		out = append(out, leaseOf(flat[i], expires))
+	}
+	sortByStart(out)
+	return out, r.err
+}
+
+func leaseOf(member string, expires int64) Lease {
+	var started int64
+	if len(member) >= 22 {
+		for _, b := range []byte(member[16:22]) {
+			started = started<<8 | int64(b)
+		}
+	}
+	return Lease{ID: unpackID(member), Started: msTime(started), Expires: msTime(expires)}
+}
+
+func (s *RedisStore) lapsed(key Key, members []string) {
+	if s.onExpire == nil {
+		return
+	}
+	for _, m := range members {
+		s.onExpire(key, leaseOf(m, 0))
+	}
+}
+
+// SetOverride implements Store.
+func (s *RedisStore) SetOverride(ctx context.Context, key Key, limit int) error {
+	if err := validateKey(key); err != nil {
+		return err
+	}
+	if limit < 0 {
+		return fmt.Errorf("%w: negative limit", ErrBadRequest)
+	}
+	return s.client.Set(ctx, s.keys(key)[2], limit, 0).Err()
+}
+
+// ClearOverride implements Store.
+func (s *RedisStore) ClearOverride(ctx context.Context, key Key) (bool, error) {
+	if err := validateKey(key); err != nil {
+		return false, err
+	}
+	n, err := s.client.Del(ctx, s.keys(key)[2]).Result()
+	return n > 0, err
+}
+
+// Override implements Store.
+func (s *RedisStore) Override(ctx context.Context, key Key) (int, bool, error) {
+	if err := validateKey(key); err != nil {
+		return 0, false, err
+	}
+	n, err := s.client.Get(ctx, s.keys(key)[2]).Int()
+	if errors.Is(err, redis.Nil) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return n, true, nil
+}
+
+// Close implements Store; the client is the caller's to close.
+func (s *RedisStore) Close() error { return nil }
+
+// reply reads a script's array reply; the first malformed field sets err.
+type reply struct {
+	fields []any
+	err    error
+}
+
+func replyOf(res []any, n int) (*reply, error) {
+	if len(res) < n {
+		return nil, fmt.Errorf("lease: script replied %d fields, want %d", len(res), n)
+	}
+	return &reply{fields: res}, nil
+}
+
+func (r *reply) int(i int) int64 {
+	v, ok := r.fields[i].(int64)
+	if !ok && r.err == nil {
+		r.err = fmt.Errorf("lease: script field %d is %T, want an integer", i, r.fields[i])
+	}
+	return v
+}
+
+func (r *reply) list(i int) []string {
+	items, ok := r.fields[i].([]any)
+	if !ok {
+		if r.err == nil {
+			r.err = fmt.Errorf("lease: script field %d is %T, want an array", i, r.fields[i])
+		}
+		return nil
+	}
+	out := make([]string, 0, len(items))
+	for _, it := range items {
+		s, _ := it.(string)
+		out = append(out, s)
+	}
+	return out
+}
+
+var _ Store = (*RedisStore)(nil)
