@@ -127,7 +127,7 @@ func (h *Handler) setOption(d *caddyfile.Dispenser, opt, val string) error {
 		}
 		h.OnStoreError = val
 	case "list_path":
-		if val[0] != '/' {
+		if val == "" || val[0] != '/' {
 			return d.Errf("list_path: %q must start with /", val)
 		}
 		h.ListPath = val

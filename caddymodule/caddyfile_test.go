@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"net/http"
@@ -84,6 +85,7 @@ func TestCaddyfileErrorsNameTheOption(t *testing.T) {
 		{"on_store_error", "on_store_error ignore", "on_store_error:"},
 		{"dry_run value", "dry_run yes", "dry_run:"},
 		{"list_path relative", "list_path streams", "list_path:"},
+		{"list_path empty", `list_path ""`, "list_path:"},
 		{"store missing", "store", "store:"},
 		{"store unknown", "store etcd", "store:"},
 		{"store memory option", "store memory {\n\t\tsize 10\n\t}", "store memory"},
@@ -119,20 +121,26 @@ func TestJSONValidationNamesTheOption(t *testing.T) {
 	} {
 		cfg := `{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[` +
 			`{"handler":"stream_limit",` + c.handler[1:] + `]}]}}}}}`
-		err := caddy.Validate(&caddy.Config{AppsRaw: mustApps(t, cfg)})
+		err := validateConfig(t, cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one containing %q", c.handler, err, c.want)
 		}
 	}
 }
 
-func mustApps(t *testing.T, cfg string) caddy.ModuleMap {
+// validateConfig provisions a JSON config without running it.
+func validateConfig(t *testing.T, cfg string) error {
 	t.Helper()
 	var c caddy.Config
 	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
 		t.Fatalf("%v: %s", err, cfg)
 	}
-	return c.AppsRaw
+	return caddy.Validate(&c)
+}
+
+func ctxForTest() caddy.Context {
+	ctx, _ := caddy.NewContext(caddy.Context{Context: context.Background()})
+	return ctx
 }
 
 func TestDirectiveBesideReverseProxyWithoutOrder(t *testing.T) {

@@ -245,14 +245,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // start admits a new stream, or refuses it at the limit.
 func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key lease.Key, limit int) error {
 	ref := streamRef{key, uuid.NewString()}
+	policy := h.policy
+	if h.DryRun {
+		policy = lease.Deny // a dry run evicts nobody
+	}
 	ctx, cancel := h.storeContext(r)
-	d, err := h.zone.store.Acquire(ctx, lease.AcquireRequest{Key: key, ID: ref.id, Limit: limit, TTL: h.ttl(), Policy: h.policy})
+	d, err := h.zone.store.Acquire(ctx, lease.AcquireRequest{Key: key, ID: ref.id, Limit: limit, TTL: h.ttl(), Policy: policy})
 	cancel()
 	if err != nil {
 		return h.storeFailed(w, r, next, ref, limit, err)
 	}
 	for _, id := range d.Evicted {
-		h.zone.revoked(streamRef{key, id})
+		h.zone.revoked(streamRef{key, id}, h.ttl())
 	}
 	if !d.Admitted {
 		return h.atLimit(w, r, next, d)
@@ -265,7 +269,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 // stream when a slot is free, and refuses a revoked one.
 func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int) error {
 	if ls := h.zone.lookup(ref); ls != nil {
-		fresh, revoked := ls.fresh(time.Now())
+		fresh, revoked := ls.fresh(h.ttl())
 		if revoked {
 			return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
 		}
@@ -278,7 +282,7 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 	cancel()
 	switch {
 	case errors.Is(err, lease.ErrRevoked):
-		h.zone.revoked(ref)
+		h.zone.revoked(ref, h.ttl())
 		return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
 	case err != nil:
 		return h.storeFailed(w, r, next, ref, limit, err)
@@ -307,30 +311,34 @@ func (h *Handler) renew(ctx context.Context, ref streamRef, limit int) (lease.De
 // while it is in flight and cutting it if the stream is revoked meanwhile.
 // In connection mode the stream ends with the request.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, confirmed bool) error {
-	ls := h.zone.stream(ref, h.ttl())
-	if confirmed {
-		ls.confirm(time.Now())
-	}
 	// Cutting cancels the request's context: reverse_proxy stops and aborts
 	// the response. (A write deadline would also stop handlers that ignore
 	// the context, but Caddy's response writers may not be touched from
 	// another goroutine.)
 	ctx, cancel := context.WithCancelCause(r.Context())
-	cut := func() { cancel(errStreamCut) }
-	renew := func(ctx context.Context) error {
-		d, err := h.renew(ctx, ref, limit)
-		if err == nil && !d.Admitted {
-			err = errAtLimit
-		}
-		return err
+	ls, f, revoked := h.zone.enter(ref, flight{
+		ttl:       h.ttl(),
+		confirmed: confirmed,
+		cut:       func() { cancel(errStreamCut) },
+		renew: func(ctx context.Context) error {
+			d, err := h.renew(ctx, ref, limit)
+			if err == nil && !d.Admitted {
+				err = errAtLimit
+			}
+			return err
+		},
+		logger: h.logger,
+	})
+	if revoked {
+		cancel(nil)
+		return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
 	}
-	f := ls.enter(cut, renew, h.logger)
 	defer func() {
 		// Deferred so that it runs when reverse_proxy aborts with a panic.
 		ls.leave(f)
 		cancel(nil)
 		if !h.session() {
-			h.endConnectionStream(ref)
+			ls.end(func() { h.release(ref) })
 		}
 	}()
 	w.Header().Set(StreamIDHeader, ref.id)
@@ -339,9 +347,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 
 var errStreamCut = errors.New("stream revoked")
 
-// endConnectionStream frees a connection-mode stream's slot: its request
-// has ended, however it ended.
-func (h *Handler) endConnectionStream(ref streamRef) {
+// release frees a stream's slot in the store and forgets it here.
+func (h *Handler) release(ref streamRef) {
 	h.zone.forget(ref)
 	ctx, cancel := context.WithTimeout(context.Background(), h.storeTimeout)
 	defer cancel()
@@ -363,9 +370,25 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key) e
 		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "missing_stream_id"})
 	}
 	ref := streamRef{key, id}
-	ctx, cancel := h.storeContext(r)
-	err = h.zone.store.Release(ctx, key, id)
-	cancel()
+	release := func() {
+		ctx, cancel := h.storeContext(r)
+		err = h.zone.store.Release(ctx, key, id)
+		cancel()
+	}
+	ls := h.zone.lookup(ref)
+	if ls != nil {
+		// After the release no renewal of it may run, and its requests in
+		// flight here are cut: a closed stream's id used again is a start.
+		ls.end(release)
+		if err == nil {
+			ls.cutAll()
+			h.zone.forget(ref)
+		} else {
+			ls.resume()
+		}
+	} else {
+		release()
+	}
 	switch {
 	case errors.Is(err, lease.ErrNotFound):
 		return h.refuse(w, r, http.StatusNotFound, errorBody{Error: "stream_not_found"})
@@ -373,7 +396,6 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key) e
 		h.logger.Error("closing a stream failed", zap.String("zone", h.Zone), zap.String("stream_id", id), zap.Error(err))
 		return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
 	}
-	h.zone.closed(ref)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -392,7 +414,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, key lease.Key) er
 		limit, err = override, nil
 	}
 	if err != nil {
-		limit = -1
+		return h.refuse(w, r, http.StatusInternalServerError, errorBody{Error: "bad_limit"})
 	}
 	return writeJSON(w, http.StatusOK, streamList(limit, leases))
 }

@@ -28,7 +28,7 @@ const connectionSite = `
 		stream_limit {
 			zone short
 			limit 1
-			lease 1s
+			lease 2s
 		}
 		reverse_proxy {upstream}
 	}
@@ -100,9 +100,9 @@ func TestConnectionModeRenewsLeaseOfLongRequests(t *testing.T) {
 	if s.resp.StatusCode != http.StatusOK {
 		t.Fatalf("start: %s", s.resp.Status)
 	}
-	// The request outlives its 1s lease several times over; its keepalive
+	// The request outlives its 2s lease several times over; its keepalive
 	// holds the slot all along.
-	for i := range 15 {
+	for i := range 25 {
 		time.Sleep(200 * time.Millisecond)
 		if r, _ := p.do(http.MethodGet, "/short/v.ts", "erin"); r.StatusCode != http.StatusTooManyRequests {
 			t.Fatalf("check %d: a second start got %s while the long request holds the only slot", i, r.Status)
@@ -147,7 +147,6 @@ const sessionSite = `
 	route /s/* {
 		stream_limit {
 			mode session
-			lease 2s
 			list_path /s/streams
 		}
 		reverse_proxy {upstream}
@@ -214,17 +213,17 @@ func TestSessionModeContinuesStreamsByID(t *testing.T) {
 	}
 
 	// Continuations renew the lease: one kept busy past several leases keeps
-	// its slot while the idle ones lapse.
-	eventually(t, "the idle streams lapse while the busy one is renewed", func() bool {
+	// its slot while the idle ones lapse. Time is the store's clock, moved
+	// by the test.
+	for range 4 {
+		advance(t, 20*time.Second) // past a third of the 30s lease: renew
 		if r, _ := p.do(http.MethodGet, "/s/seg.ts", "alice", StreamIDHeader, ids[0]); r.StatusCode != http.StatusOK {
 			t.Fatalf("busy stream refused: %s", r.Status)
 		}
-		return len(p.listed("/s/streams", "alice")) == 1
-	})
-	for range 5 {
-		time.Sleep(300 * time.Millisecond) // a segment's worth of playback
-		if r, _ := p.do(http.MethodGet, "/s/seg.ts", "alice", StreamIDHeader, ids[0]); r.StatusCode != http.StatusOK {
-			t.Fatalf("renewed stream refused: %s", r.Status)
+		for range 3 { // coalesced: no store call
+			if r, _ := p.do(http.MethodGet, "/s/seg.ts", "alice", StreamIDHeader, ids[0]); r.StatusCode != http.StatusOK {
+				t.Fatalf("busy stream refused: %s", r.Status)
+			}
 		}
 	}
 	if l := p.listed("/s/streams", "alice"); len(l) != 1 || l[0].(map[string]any)["id"] != ids[0] {
@@ -526,5 +525,102 @@ func TestHandleErrorsReshapesRefusals(t *testing.T) {
 	}
 	if resp, body = p.do(http.MethodGet, "/a.m3u8", ""); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("missing user through handle_errors: %s %q", resp.Status, body)
+	}
+}
+
+func TestDryRunRefusesNothing(t *testing.T) {
+	p := startCaddy(t, `
+	stream_limit {
+		mode session
+		limit 1
+		on_limit evict_oldest
+		dry_run
+		list_path /streams
+	}
+	reverse_proxy {upstream}`)
+	first := p.start("/a.m3u8", "alice")
+	for range 3 {
+		resp, body := p.do(http.MethodGet, "/a.m3u8", "alice")
+		if resp.StatusCode != http.StatusOK || body != "ok /a.m3u8" || resp.Header.Get("Stream-Limit-Dry-Run") != "stream_limit_exceeded" {
+			t.Fatalf("start over the limit in dry run: %s %q, header %q", resp.Status, body, resp.Header.Get("Stream-Limit-Dry-Run"))
+		}
+	}
+	// Nothing was evicted, and only the admitted stream holds a slot.
+	if r, _ := p.do(http.MethodGet, "/seg.ts", "alice", StreamIDHeader, first); r.StatusCode != http.StatusOK || r.Header.Get("Stream-Limit-Dry-Run") != "" {
+		t.Fatalf("first stream after dry-run refusals: %s", r.Status)
+	}
+	if l := p.listed("/streams", "alice"); len(l) != 1 {
+		t.Fatalf("dry run took %d slots, want 1", len(l))
+	}
+}
+
+func TestDeleteCutsTheStreamInFlight(t *testing.T) {
+	p := startCaddy(t, connectionSite)
+	s := p.open("/short/slow/v.ts", "frank")
+	id := s.resp.Header.Get(StreamIDHeader)
+	if resp, body := p.do(http.MethodDelete, "/short/v.ts", "frank", StreamIDHeader, id); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE of a live connection stream: %s %s", resp.Status, body)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the closed stream's request was not cut")
+	}
+	if !p.admits("/short/slow/v.ts", "frank") {
+		t.Fatal("the closed stream's slot was not freed")
+	}
+}
+
+func TestForeignStreamIDIsTheCallersOwnStream(t *testing.T) {
+	p := startCaddy(t, sessionSite)
+	alices := p.start("/s/a.m3u8", "alice")
+	// Bob presenting Alice's id neither renews nor reads her stream: it is
+	// an id Bob's own key has never held, so it is admitted as his.
+	resp, _ := p.do(http.MethodGet, "/s/seg.ts", "bob", StreamIDHeader, alices)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("bob with alice's id: %s", resp.Status)
+	}
+	if resp, _ = p.do(http.MethodDelete, "/s/a.m3u8", "bob", StreamIDHeader, alices); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("bob closing his own use of the id: %s", resp.Status)
+	}
+	if l := p.listed("/s/streams", "alice"); len(l) != 1 || l[0].(map[string]any)["id"] != alices {
+		t.Fatalf("alice's streams after bob's requests: %v", l)
+	}
+}
+
+func TestHandlersWithDifferentLeasesInOneZone(t *testing.T) {
+	p := startCaddy(t, `
+	route /long/* {
+		stream_limit {
+			mode session
+			zone tv
+			limit 1
+			lease 30s
+		}
+		reverse_proxy {upstream}
+	}
+	route /short/* {
+		stream_limit {
+			mode session
+			zone tv
+			limit 1
+			lease 3s
+		}
+		reverse_proxy {upstream}
+	}`)
+	id := p.start("/long/a.m3u8", "alice")
+	advance(t, 31*time.Second) // the 30s lease lapses
+	if r, _ := p.do(http.MethodGet, "/short/seg.ts", "alice", StreamIDHeader, id); r.StatusCode != http.StatusOK {
+		t.Fatalf("re-admission through the short-lease handler: %s", r.Status)
+	}
+	// The short lease must be renewed on its own schedule, not the long
+	// one's: two seconds on, the next segment renews it.
+	advance(t, 2*time.Second)
+	if r, _ := p.do(http.MethodGet, "/short/seg.ts", "alice", StreamIDHeader, id); r.StatusCode != http.StatusOK {
+		t.Fatalf("continuation: %s", r.Status)
+	}
+	advance(t, 2*time.Second)
+	if r, _ := p.do(http.MethodGet, "/short/a.m3u8", "alice"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("second start while the renewed stream holds the only slot: %s, want 429", r.Status)
 	}
 }

@@ -290,3 +290,12 @@ func withCancel(req *http.Request) (*http.Request, func()) {
 func caddyAdapt(caddyfile string) ([]byte, []caddyconfig.Warning, error) {
 	return caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
 }
+
+// advance moves the clock of the handler and the memory store forward, as
+// if d had passed; the test's end puts it back.
+func advance(t testing.TB, d time.Duration) {
+	if clockOffset.Load() == 0 {
+		t.Cleanup(func() { clockOffset.Store(0) })
+	}
+	clockOffset.Add(int64(d))
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -13,24 +14,36 @@ import (
 	"github.com/streamlimit/caddy-streamlimit/lease"
 )
 
+const reloadSite = `
+	route /r/* {
+		stream_limit {
+			lease 2s
+			list_path /r/streams
+		}
+		reverse_proxy {upstream}
+	}`
+
 func TestReloadKeepsLiveStreams(t *testing.T) {
-	p := startCaddy(t, connectionSite)
+	p := startCaddy(t, reloadSite)
 	var live []*liveStream
 	for range 3 {
-		live = append(live, p.open("/slow/v.ts", "alice"))
+		live = append(live, p.open("/r/slow/v.ts", "alice"))
 	}
-	held := func() int { return len(p.listed("/slow/streams", "alice")) }
+	held := func() int { return len(p.listed("/r/streams", "alice")) }
 
-	changed := connectionSite + `
+	changed := reloadSite + `
 	route /extra/* {
 		respond "a route that was not there before"
 	}`
-	for i, cfg := range []string{connectionSite, changed} {
+	for i, cfg := range []string{reloadSite, changed, reloadSite} {
 		p.reload(cfg)
+		// Outlive the 2s lease: the streams' keepalives, which belong to
+		// their requests and not to the unloaded config, keep renewing.
+		time.Sleep(2500 * time.Millisecond)
 		if n := held(); n != 3 {
 			t.Fatalf("reload %d: %d slots held, want exactly 3", i+1, n)
 		}
-		if r, _ := p.do(http.MethodGet, "/slow/v.ts", "alice"); r.StatusCode != http.StatusTooManyRequests {
+		if r, _ := p.do(http.MethodGet, "/r/v.ts", "alice"); r.StatusCode != http.StatusTooManyRequests {
 			t.Fatalf("reload %d: fourth start %s, want 429", i+1, r.Status)
 		}
 	}
@@ -44,7 +57,7 @@ func TestReloadKeepsLiveStreams(t *testing.T) {
 		want := 2 - i
 		eventually(t, fmt.Sprintf("stream %d's slot is freed after the reloads", i), func() bool { return held() == want })
 	}
-	if !p.admits("/slow/v.ts", "alice") {
+	if !p.admits("/r/slow/v.ts", "alice") {
 		t.Fatal("no slot free after every stream ended")
 	}
 }

@@ -42,7 +42,7 @@ func (MemoryStore) Identity() string { return "memory" }
 
 // Open implements StoreModule.
 func (MemoryStore) Open() (lease.Store, error) {
-	return lease.NewMemoryStore(lease.MemoryOptions{}), nil
+	return lease.NewMemoryStore(lease.MemoryOptions{Clock: now}), nil
 }
 
 // CallTimeout implements StoreModule. A memory call takes a lock, no I/O.

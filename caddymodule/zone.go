@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -67,18 +68,24 @@ func (z *zone) Destruct() error {
 // store last confirmed its lease (to coalesce renewals).
 type localStream struct {
 	ref  streamRef
-	ttl  time.Duration
 	zone *zone
 
 	mu        sync.Mutex
+	ttl       time.Duration // the lease of the handler that served it last
 	inflight  map[*inflight]struct{}
 	confirmed time.Time
-	revoked   bool
+	revoked   bool // kicked or evicted: refuse it, cut it
+	ended     bool // closed, or its connection ended: renew nothing more
 	keepalive *time.Timer
 	logger    *zap.Logger
 	// renew asks the store to extend the lease, re-admitting it if it
 	// lapsed; it is the handler's, so that it applies the handler's limit.
 	renew func(context.Context) error
+
+	// renewing is held by a keepalive's store call and by the stream's end,
+	// so that a renewal already under way cannot bring back a lease that
+	// the end has just released.
+	renewing sync.Mutex
 }
 
 // inflight is one request of a stream that is being served.
@@ -108,18 +115,6 @@ func (f *inflight) finish() {
 // third of the lease, so two renewals may fail before the lease lapses.
 func renewEvery(ttl time.Duration) time.Duration { return ttl / 3 }
 
-// stream returns the local state of a stream, creating it if needed.
-func (z *zone) stream(ref streamRef, ttl time.Duration) *localStream {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	ls := z.streams[ref]
-	if ls == nil {
-		ls = &localStream{ref: ref, ttl: ttl, zone: z, inflight: make(map[*inflight]struct{})}
-		z.streams[ref] = ls
-	}
-	return ls
-}
-
 // lookup returns the local state of a stream, or nil.
 func (z *zone) lookup(ref streamRef) *localStream {
 	z.mu.Lock()
@@ -134,56 +129,47 @@ func (z *zone) forget(ref streamRef) {
 	delete(z.streams, ref)
 }
 
-// revoked cuts a stream's requests in this process and remembers that it
-// is revoked, so that its next request is refused without asking the store.
-func (z *zone) revoked(ref streamRef) {
-	if ls := z.lookup(ref); ls != nil {
-		ls.revoke()
-	}
+// flight describes a request about to be served as part of a stream.
+type flight struct {
+	ttl       time.Duration
+	confirmed bool // the store has just confirmed the lease
+	cut       func()
+	renew     func(context.Context) error
+	logger    *zap.Logger
 }
 
-// closed cuts a stream's requests in this process and forgets it: a closed
-// stream's id, used again, is a new start.
-func (z *zone) closed(ref streamRef) {
+// enter registers a request in flight, creating the stream's local state
+// if needed, in one step: neither a revocation nor the idle sweep can slip
+// between finding the stream and registering the request. It refuses
+// (revoked) a stream revoked meanwhile. The first request in flight starts
+// the keepalive.
+func (z *zone) enter(ref streamRef, fl flight) (ls *localStream, f *inflight, revoked bool) {
 	z.mu.Lock()
-	ls := z.streams[ref]
-	delete(z.streams, ref)
-	z.mu.Unlock()
-	if ls != nil {
-		ls.cutAll()
+	defer z.mu.Unlock()
+	ls = z.streams[ref]
+	if ls == nil {
+		ls = &localStream{ref: ref, zone: z, inflight: make(map[*inflight]struct{})}
+		z.streams[ref] = ls
 	}
-}
-
-// fresh reports whether the store confirmed the lease recently enough that
-// this request need not renew it.
-func (ls *localStream) fresh(now time.Time) (fresh, revoked bool) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	return !ls.confirmed.IsZero() && now.Sub(ls.confirmed) < renewEvery(ls.ttl), ls.revoked
-}
-
-func (ls *localStream) confirm(now time.Time) {
-	ls.mu.Lock()
-	ls.confirmed = now
-	ls.mu.Unlock()
-}
-
-// enter registers a request in flight; the first one starts the keepalive.
-func (ls *localStream) enter(cut func(), renew func(context.Context) error, logger *zap.Logger) *inflight {
-	f := &inflight{cut: cut}
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
+	if ls.revoked {
+		return ls, nil, true
+	}
+	f = &inflight{cut: fl.cut}
 	ls.inflight[f] = struct{}{}
-	ls.renew, ls.logger = renew, logger
+	ls.ttl, ls.renew, ls.logger, ls.ended = fl.ttl, fl.renew, fl.logger, false
+	if fl.confirmed {
+		ls.confirmed = now()
+	}
 	if ls.keepalive == nil {
 		ls.keepalive = time.AfterFunc(renewEvery(ls.ttl), ls.keepAlive)
 	}
-	return f
+	return ls, f, false
 }
 
-// leave unregisters a request; the last one stops the keepalive. It
-// reports whether any request of the stream is still in flight.
-func (ls *localStream) leave(f *inflight) (busy bool) {
+// leave unregisters a request; the last one stops the keepalive.
+func (ls *localStream) leave(f *inflight) {
 	f.finish()
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -192,30 +178,74 @@ func (ls *localStream) leave(f *inflight) (busy bool) {
 		ls.keepalive.Stop()
 		ls.keepalive = nil
 	}
-	return len(ls.inflight) > 0
+}
+
+// end marks the stream ended and runs release, after any renewal under way
+// has finished and before any later one can start.
+func (ls *localStream) end(release func()) {
+	ls.renewing.Lock()
+	defer ls.renewing.Unlock()
+	ls.mu.Lock()
+	ls.ended = true
+	ls.mu.Unlock()
+	release()
+}
+
+// resume undoes end when the release did not happen.
+func (ls *localStream) resume() {
+	ls.mu.Lock()
+	ls.ended = false
+	ls.mu.Unlock()
+}
+
+// fresh reports whether the store confirmed the lease recently enough that
+// a request of a handler with lease ttl need not renew it.
+func (ls *localStream) fresh(ttl time.Duration) (fresh, revoked bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return !ls.confirmed.IsZero() && now().Sub(ls.confirmed) < renewEvery(min(ttl, ls.ttl)), ls.revoked
+}
+
+func (ls *localStream) confirm() {
+	ls.mu.Lock()
+	ls.confirmed = now()
+	ls.mu.Unlock()
 }
 
 // keepAlive renews the lease while requests are in flight, however long
 // they last. It runs on its own timer, not on the module's context: a
 // config reload must not stop the keepalive of a request still running.
 func (ls *localStream) keepAlive() {
+	ls.renewing.Lock()
+	defer ls.renewing.Unlock()
 	ls.mu.Lock()
-	if ls.keepalive == nil || ls.revoked {
+	if ls.keepalive == nil || ls.ended {
 		ls.mu.Unlock()
 		return
 	}
-	renew, logger := ls.renew, ls.logger
+	if ls.revoked {
+		ls.mu.Unlock()
+		ls.cutAll()
+		return
+	}
+	renew, logger, ttl := ls.renew, ls.logger, ls.ttl
 	ls.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), renewEvery(ls.ttl))
+	ctx, cancel := context.WithTimeout(context.Background(), renewEvery(ttl))
 	err := renew(ctx)
 	cancel()
 	switch {
 	case err == nil:
-		ls.confirm(time.Now())
-	case errors.Is(err, lease.ErrRevoked), errors.Is(err, errAtLimit):
-		logger.Info("live stream lost its slot; cutting it", zap.String("zone", ls.zone.name), zap.String("stream_id", ls.ref.id), zap.Error(err))
+		ls.confirm()
+	case errors.Is(err, lease.ErrRevoked):
+		logger.Info("live stream revoked; cutting it", zap.String("zone", ls.zone.name), zap.String("stream_id", ls.ref.id))
 		ls.revoke()
+		return
+	case errors.Is(err, errAtLimit):
+		// Its lease lapsed and others took the slots: it is not revoked (it
+		// may come back when a slot frees), but it may not play on now.
+		logger.Info("live stream lost its lapsed slot; cutting it", zap.String("zone", ls.zone.name), zap.String("stream_id", ls.ref.id))
+		ls.cutAll()
 		return
 	default:
 		// The store is unreachable: keep serving, and try again next round;
@@ -224,7 +254,7 @@ func (ls *localStream) keepAlive() {
 	}
 	ls.mu.Lock()
 	if ls.keepalive != nil {
-		ls.keepalive.Reset(renewEvery(ls.ttl))
+		ls.keepalive.Reset(renewEvery(ttl))
 	}
 	ls.mu.Unlock()
 }
@@ -250,6 +280,21 @@ func (ls *localStream) cutAll() {
 	}
 }
 
+// revoked cuts a stream's requests in this process and remembers that it
+// is revoked, so that its next request is refused without asking the store.
+func (z *zone) revoked(ref streamRef, ttl time.Duration) {
+	z.mu.Lock()
+	ls := z.streams[ref]
+	if ls == nil {
+		// Remember it even with nothing in flight: its next request here is
+		// refused at once, whatever renewal coalescing would skip.
+		ls = &localStream{ref: ref, zone: z, ttl: ttl, confirmed: now(), inflight: make(map[*inflight]struct{})}
+		z.streams[ref] = ls
+	}
+	z.mu.Unlock()
+	ls.revoke()
+}
+
 // forgetIdleEvery drops local state of streams with no request in flight
 // whose lease the store has surely dropped or another process renews: the
 // next request of such a stream simply asks the store again.
@@ -260,7 +305,8 @@ func (z *zone) forgetIdleEvery(interval time.Duration) {
 		select {
 		case <-z.stop:
 			return
-		case now := <-t.C:
+		case <-t.C:
+			now := now()
 			z.mu.Lock()
 			for ref, ls := range z.streams {
 				ls.mu.Lock()
@@ -278,3 +324,9 @@ func (z *zone) forgetIdleEvery(interval time.Duration) {
 		}
 	}
 }
+
+// clockOffset moves the handler's clock (and the memory store's) in tests
+// that drive expiry; it is always 0 in production.
+var clockOffset atomic.Int64
+
+func now() time.Time { return time.Now().Add(time.Duration(clockOffset.Load())) }

@@ -1,0 +1,183 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
+)
+
+func redisSite(addr, extra string) string {
+	return fmt.Sprintf(`
+	route /r/* {
+		stream_limit {
+			lease 2s
+			list_path /r/streams
+			%s
+			store redis {
+				address %s
+				timeout 300ms
+			}
+		}
+		reverse_proxy {upstream}
+	}
+	route /deny/* {
+		stream_limit {
+			zone deny
+			mode session
+			on_store_error deny
+			store redis {
+				address %s
+				timeout 300ms
+			}
+		}
+		reverse_proxy {upstream}
+	}`, extra, addr, addr)
+}
+
+func TestRedisStoreThroughCaddy(t *testing.T) {
+	srv := redistest.Start(t)
+	p := startCaddy(t, redisSite(srv.Addr, ""))
+
+	var live []*liveStream
+	for range 3 {
+		s := p.open("/r/slow/v.ts", "alice")
+		if s.resp.StatusCode != http.StatusOK {
+			t.Fatalf("start: %s", s.resp.Status)
+		}
+		live = append(live, s)
+	}
+	if r, body := p.do(http.MethodGet, "/r/v.ts", "alice"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth start: %s %s", r.Status, body)
+	}
+	if n := len(p.listed("/r/streams", "alice")); n != 3 {
+		t.Fatalf("Redis lists %d streams, want 3", n)
+	}
+	live[0].cancel()
+	eventually(t, "a departed client's slot is freed in Redis", func() bool { return len(p.listed("/r/streams", "alice")) == 2 })
+}
+
+func TestRedisOutageAndRecovery(t *testing.T) {
+	srv := redistest.Start(t)
+	p := startCaddy(t, redisSite(srv.Addr, ""))
+	baseline := runtime.NumGoroutine()
+
+	var live []*liveStream
+	for range 3 {
+		live = append(live, p.open("/r/slow/v.ts", "alice"))
+	}
+
+	srv.Kill()
+	// on_store_error allow: starts pass (logged); deny: 503.
+	for range 3 {
+		if r, body := p.do(http.MethodGet, "/r/x.ts", "alice"); r.StatusCode != http.StatusOK || body != "ok /r/x.ts" {
+			t.Fatalf("start during outage with allow: %s %q", r.Status, body)
+		}
+		r, body := p.do(http.MethodGet, "/deny/x.ts", "alice")
+		if r.StatusCode != http.StatusServiceUnavailable || decodeJSON(t, body)["error"] != "store_unavailable" {
+			t.Fatalf("start during outage with deny: %s %q", r.Status, body)
+		}
+	}
+	for i, s := range live {
+		select {
+		case err := <-s.done:
+			t.Fatalf("live stream %d was cut by the outage: %v", i, err)
+		default:
+		}
+	}
+
+	// Redis comes back empty: the live streams' keepalives put their leases
+	// back, and the limit holds again without restarting Caddy.
+	srv.Restart(t)
+	eventually(t, "the three live streams are counted again", func() bool {
+		resp, body := p.do(http.MethodGet, "/r/streams", "alice")
+		return resp.StatusCode == http.StatusOK && strings.Count(body, `"id"`) == 3
+	})
+	if r, _ := p.do(http.MethodGet, "/r/v.ts", "alice"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth start after recovery: %s, want 429", r.Status)
+	}
+	if r, _ := p.do(http.MethodGet, "/deny/v.m3u8", "bob"); r.StatusCode != http.StatusOK {
+		t.Fatalf("deny zone after recovery: %s", r.Status)
+	}
+	for _, s := range live {
+		s.cancel()
+	}
+	eventually(t, "every slot is freed after recovery", func() bool { return len(p.listed("/r/streams", "alice")) == 0 })
+	eventually(t, fmt.Sprintf("goroutines back near %d", baseline), func() bool {
+		client.CloseIdleConnections()
+		return runtime.NumGoroutine() <= baseline+5
+	})
+}
+
+func TestRedisCaddyfileOptions(t *testing.T) {
+	t.Setenv("TEST_REDIS_PASSWORD", "s3cret")
+	cfg, _, err := caddyAdapt(`http://localhost:8080 {
+	stream_limit {
+		store redis {
+			address 10.0.0.1:6379 10.0.0.2:6379
+			address 10.0.0.3:6379
+			username limiter
+			password {env.TEST_REDIS_PASSWORD}
+			db 2
+			master_name mymaster
+			sentinel_username sentry
+			sentinel_password {env.TEST_REDIS_PASSWORD}
+			tls {
+				server_name redis.internal
+				ca /etc/ssl/redis-ca.pem
+				insecure_skip_verify
+			}
+			key_prefix sl:
+			timeout 250ms
+			pool_size 40
+		}
+	}
+	reverse_proxy localhost:8081
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"store":{"addresses":["10.0.0.1:6379","10.0.0.2:6379","10.0.0.3:6379"],"db":2,"key_prefix":"sl:","master_name":"mymaster","password":"{env.TEST_REDIS_PASSWORD}","pool_size":40,"sentinel_password":"{env.TEST_REDIS_PASSWORD}","sentinel_username":"sentry","timeout":250000000,"tls":{"ca":"/etc/ssl/redis-ca.pem","insecure_skip_verify":true,"server_name":"redis.internal"},"type":"redis","username":"limiter"}`
+	if !strings.Contains(string(cfg), want) {
+		t.Fatalf("adapted store:\n%s\nwant it to contain\n%s", cfg, want)
+	}
+	var r RedisStore
+	r.Password, r.Addresses = "{env.TEST_REDIS_PASSWORD}", []string{"{env.TEST_REDIS_HOST}:6379"}
+	t.Setenv("TEST_REDIS_HOST", "cache")
+	if err := r.Provision(ctxForTest()); err != nil {
+		t.Fatal(err)
+	}
+	if r.Password != "s3cret" || r.Addresses[0] != "cache:6379" || r.Timeout != 0 && time.Duration(r.Timeout) != DefaultRedisTimeout {
+		t.Fatalf("env placeholders not expanded: %+v", r)
+	}
+
+	for _, c := range []struct{ body, want string }{
+		{"db two", "db:"},
+		{"timeout soon", "timeout:"},
+		{"timeout 0s", "timeout:"},
+		{"pool_size many", "pool_size:"},
+		{"colour blue", `unrecognized option "colour"`},
+		{"password", "password: want one value"},
+		{"address", "address: want host:port"},
+		{"tls {\n\t\t\tcolour blue\n\t\t}", `tls: unrecognized option "colour"`},
+	} {
+		_, _, err := caddyAdapt("http://localhost:8080 {\n\tstream_limit {\n\t\tstore redis {\n\t\t\t" + c.body + "\n\t\t}\n\t}\n}\n")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("store redis { %s }: %v, want an error containing %q", c.body, err, c.want)
+		}
+	}
+	for _, c := range []struct{ json, want string }{
+		{`{"type":"redis","key_prefix":"a}b"}`, "key_prefix"},
+		{`{"type":"redis","addresses":["{env.TEST_UNSET_VAR}"]}`, "address"},
+		{`{"type":"redis","tls":{"cert":"c.pem"}}`, "cert and key"},
+	} {
+		cfg := `{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[{"handler":"stream_limit","store":` + c.json + `}]}]}}}}}`
+		if err := validateConfig(t, cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error containing %q", c.json, err, c.want)
+		}
+	}
+}
