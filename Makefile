@@ -4,7 +4,7 @@ GO ?= go
 # Caddy keeps its state under XDG dirs; tests get a throwaway one.
 TEST_HOME := $(or $(TMPDIR),/tmp)/streamlimit-test-home
 
-.PHONY: run test deps lint build
+.PHONY: run test deps lint build bench-store
 
 # Runs the demo: the limiter on :8080 in front of the demo origin on :8081.
 run:
@@ -28,3 +28,7 @@ lint:
 # Builds the Caddy binary with the module into ./caddy.
 build:
 	$(GO) build -o caddy ./cmd/caddy
+
+# Store benchmarks against a real redis-server they start; see docs/BENCHMARKS.md.
+bench-store: deps
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./lease/

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
+)
+
+// instance is one Caddy process of a fleet sharing one Redis.
+type instance struct {
+	addr string
+	cmd  *exec.Cmd
+	logs *bytes.Buffer
+}
+
+// startOrigin serves /…/slow/… as a body that trickles until the client
+// leaves, and anything else as "ok".
+func startOrigin(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/slow/") {
+			io.WriteString(w, "ok")
+			return
+		}
+		rc := http.NewResponseController(w)
+		for {
+			if _, err := w.Write(make([]byte, 188)); err != nil || rc.Flush() != nil {
+				return
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+const fleetSite = `
+	route /s/* {
+		stream_limit {
+			mode session
+			lease 3s
+			list_path /s/streams
+			store redis {
+				address %[1]s
+			}
+		}
+		reverse_proxy %[2]s
+	}
+	route /e/* {
+		stream_limit {
+			zone evict
+			lease 3s
+			on_limit evict_oldest
+			store redis {
+				address %[1]s
+			}
+		}
+		reverse_proxy %[2]s
+	}
+	route /c/* {
+		stream_limit {
+			lease 3s
+			list_path /c/streams
+			store redis {
+				address %[1]s
+			}
+		}
+		reverse_proxy %[2]s
+	}`
+
+// startFleet runs n Caddy processes with the same config, sharing redis.
+func startFleet(t *testing.T, n int, redisAddr, origin string) []*instance {
+	var fleet []*instance
+	for range n {
+		in := &instance{addr: freeAddr(t), logs: &bytes.Buffer{}}
+		cfg := fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n\tpersist_config off\n}\nhttp://%s {\n%s\n}\n",
+			freeAddr(t), in.addr, fmt.Sprintf(fleetSite, redisAddr, origin))
+		file := filepath.Join(t.TempDir(), "Caddyfile")
+		if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		in.cmd = exec.Command(caddyBin, "run", "--config", file)
+		in.cmd.Stdout, in.cmd.Stderr = in.logs, in.logs
+		if err := in.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			in.cmd.Process.Kill()
+			in.cmd.Wait()
+			if t.Failed() {
+				t.Logf("caddy %s output:\n%s", in.addr, in.logs)
+			}
+		})
+		waitListening(t, in.addr)
+		fleet = append(fleet, in)
+	}
+	return fleet
+}
+
+func waitListening(t *testing.T, addr string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never listened", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var noReuse = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, MaxConnsPerHost: 0}, Timeout: 30 * time.Second}
+
+func status(t *testing.T, method, url, user string) int {
+	req, _ := http.NewRequest(method, url, nil)
+	req.Header.Set("X-User-Id", user)
+	resp, err := noReuse.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// startsAtOnce fires starts simultaneously, spread over the fleet, one
+// user per entry of users; it returns how many each user got admitted.
+func startsAtOnce(t *testing.T, fleet []*instance, users []string) map[string]int {
+	var mu sync.Mutex
+	admitted := map[string]int{}
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for i, u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			code := status(t, http.MethodGet, "http://"+fleet[i%len(fleet)].addr+"/s/index.m3u8", u)
+			if code != http.StatusOK && code != http.StatusTooManyRequests {
+				t.Errorf("start for %s: status %d", u, code)
+			}
+			if code == http.StatusOK {
+				mu.Lock()
+				admitted[u]++
+				mu.Unlock()
+			}
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	return admitted
+}
+
+func TestFleetSharingRedisAdmitsExactlyTheLimit(t *testing.T) {
+	srv := redistest.Start(t)
+	fleet := startFleet(t, 3, srv.Addr, startOrigin(t))
+
+	for round := range 5 {
+		user := fmt.Sprintf("one-%d", round)
+		users := make([]string, 300)
+		for i := range users {
+			users[i] = user
+		}
+		if got := startsAtOnce(t, fleet, users)[user]; got != 3 {
+			t.Fatalf("round %d: 300 simultaneous starts over 3 instances admitted %d, want 3", round, got)
+		}
+	}
+	for round := range 3 {
+		var users []string
+		for i := range 50 {
+			for range 8 {
+				users = append(users, fmt.Sprintf("many-%d-%d", round, i))
+			}
+		}
+		got := startsAtOnce(t, fleet, users)
+		for i := range 50 {
+			u := fmt.Sprintf("many-%d-%d", round, i)
+			if got[u] != 3 {
+				t.Fatalf("round %d: user %s got %d streams from 8 simultaneous starts, want 3", round, u, got[u])
+			}
+		}
+	}
+}
+
+func TestKilledInstanceFreesItsSlotsWithinALease(t *testing.T) {
+	srv := redistest.Start(t)
+	fleet := startFleet(t, 2, srv.Addr, startOrigin(t))
+	victim, survivor := fleet[0], fleet[1]
+
+	// The victim holds three long connection-mode streams.
+	for i := range 3 {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+victim.addr+"/c/slow/v.ts", nil)
+		req.Header.Set("X-User-Id", "alice")
+		resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d on the victim: %v %v", i, err, resp)
+		}
+		go func() { io.Copy(io.Discard, resp.Body); resp.Body.Close() }()
+	}
+	if code := status(t, http.MethodGet, "http://"+survivor.addr+"/c/slow/v.ts", "alice"); code != http.StatusTooManyRequests {
+		t.Fatalf("the survivor admitted a fourth stream: %d", code)
+	}
+
+	killed := time.Now()
+	victim.cmd.Process.Signal(syscall.SIGKILL)
+	victim.cmd.Wait()
+
+	// Each lease the dead proxy left expires at most one lease after its
+	// last renewal, which was before the kill.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+survivor.addr+"/c/streams", nil)
+	req.Header.Set("X-User-Id", "alice")
+	resp, err := noReuse.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct{ Streams []struct{ Expires time.Time } }
+	json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	for _, s := range list.Streams {
+		if s.Expires.After(killed.Add(3*time.Second + 100*time.Millisecond)) {
+			t.Fatalf("a dead proxy's lease runs until %v, past the kill (%v) plus the lease", s.Expires, killed)
+		}
+	}
+
+	admitted := 0
+	deadline := time.Now().Add(30 * time.Second)
+	var held []*http.Response
+	for admitted < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the survivor admitted only %d of 3 streams after the kill", admitted)
+		}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+survivor.addr+"/c/slow/v.ts", nil)
+		req.Header.Set("X-User-Id", "alice")
+		resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			admitted++
+			held = append(held, resp)
+			continue
+		}
+		resp.Body.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the survivor admitted 3 new streams %v after the kill (lease 3s, renewal every 1s)", time.Since(killed).Round(10*time.Millisecond))
+	for _, r := range held {
+		r.Body.Close()
+	}
+}
+
+// openStream starts a long connection-mode stream and drains it; done
+// receives when the stream ends.
+func openStream(t *testing.T, url, user string) (code int, done chan struct{}) {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("X-User-Id", user)
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		close(done)
+	}()
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp.StatusCode, done
+}
+
+// TestEvictionOnAnotherInstanceCutsTheStream: a stream held on one
+// instance and evicted by a start on another is cut at its next renewal.
+func TestEvictionOnAnotherInstanceCutsTheStream(t *testing.T) {
+	srv := redistest.Start(t)
+	fleet := startFleet(t, 2, srv.Addr, startOrigin(t))
+	var streams []chan struct{}
+	for i := range 3 {
+		code, done := openStream(t, "http://"+fleet[0].addr+"/e/slow/v.ts", "alice")
+		if code != http.StatusOK {
+			t.Fatalf("stream %d: %d", i, code)
+		}
+		streams = append(streams, done)
+		time.Sleep(5 * time.Millisecond) // distinct start times
+	}
+	evicted := time.Now()
+	if code, _ := openStream(t, "http://"+fleet[1].addr+"/e/slow/v.ts", "alice"); code != http.StatusOK {
+		t.Fatalf("evicting start on the other instance: %d", code)
+	}
+	select {
+	case <-streams[0]:
+		t.Logf("the evicted stream was cut %v after the eviction (renewal every 1s)", time.Since(evicted).Round(10*time.Millisecond))
+	case <-time.After(30 * time.Second):
+		t.Fatal("the evicted stream on the first instance was never cut")
+	}
+	for i, done := range streams[1:] {
+		select {
+		case <-done:
+			t.Fatalf("stream %d, not the oldest, was cut", i+1)
+		default:
+		}
+	}
+}

@@ -1,0 +1,159 @@
+package lease
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
+)
+
+// The store benchmarks run against a real redis-server that they start.
+// Each reports its time per operation; BenchmarkRedisPing is the floor, one
+// network round trip in the same run, to read the others against.
+
+func benchRedis(b *testing.B) (*redistest.Server, redis.UniversalClient) {
+	srv := redistest.Start(b)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	b.Cleanup(func() { client.Close() })
+	return srv, client
+}
+
+func BenchmarkRedisPing(b *testing.B) {
+	_, client := benchRedis(b)
+	ctx := context.Background()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := client.Ping(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// benchStores runs fn against each store, sharing one Redis per run.
+func benchStores(b *testing.B, fn func(b *testing.B, s Store)) {
+	b.Run("memory", func(b *testing.B) {
+		s := NewMemoryStore(MemoryOptions{})
+		defer s.Close()
+		fn(b, s)
+	})
+	b.Run("redis", func(b *testing.B) {
+		_, client := benchRedis(b)
+		s, _ := NewRedisStore(client, RedisOptions{})
+		fn(b, s)
+	})
+}
+
+func BenchmarkAcquireRelease(b *testing.B) {
+	benchStores(b, func(b *testing.B, s Store) {
+		ctx := context.Background()
+		var n atomic.Int64
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				k := Key{"bench", "u" + strconv.FormatInt(n.Add(1)%10000, 10)}
+				id := uuid.NewString()
+				d, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id, Limit: 1 << 20, TTL: time.Minute})
+				if err != nil || !d.Admitted {
+					b.Fatal(err, d)
+				}
+				if err := s.Release(ctx, k, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkRenew(b *testing.B) {
+	benchStores(b, func(b *testing.B, s Store) {
+		ctx := context.Background()
+		const users = 1000
+		ids := make([]string, users)
+		for i := range ids {
+			ids[i] = uuid.NewString()
+			if _, err := s.Acquire(ctx, AcquireRequest{Key: Key{"bench", strconv.Itoa(i)}, ID: ids[i], Limit: 3, TTL: time.Hour}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var n atomic.Int64
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := int(n.Add(1) % users)
+				if _, err := s.Renew(ctx, Key{"bench", strconv.Itoa(i)}, ids[i], time.Hour); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkRedisMemoryPerLease fills Redis with 100k users holding 3
+// leases each and reports Redis's used_memory growth per lease.
+func BenchmarkRedisMemoryPerLease(b *testing.B) {
+	srv, client := benchRedis(b)
+	ctx := context.Background()
+	const users, perUser = 100_000, 3
+	used := func() int64 {
+		info, err := srv.Do("INFO", "memory")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		b.Fatal("no used_memory in INFO")
+		return 0
+	}
+	s, _ := NewRedisStore(client, RedisOptions{})
+	if err := scriptAcquire.Load(ctx, client).Err(); err != nil {
+		b.Fatal(err)
+	}
+	for range b.N {
+		client.FlushAll(ctx)
+		before := used()
+		for start := 0; start < users; start += 1000 {
+			pipe := client.Pipeline()
+			for u := start; u < start+1000; u++ {
+				for range perUser {
+					id, _ := packID(uuid.NewString())
+					scriptAcquire.EvalSha(ctx, pipe, s.keys(Key{"default", fmt.Sprintf("user-%d", u)}),
+						id, time.Hour.Milliseconds(), perUser, 0, TombstoneTTL(time.Hour).Milliseconds(), 0)
+				}
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(used()-before)/(users*perUser), "bytes/lease")
+	}
+}
+
+func BenchmarkMemoryStoreBytesPerLease(b *testing.B) {
+	const users, perUser = 100_000, 3
+	for range b.N {
+		s := NewMemoryStore(MemoryOptions{SweepInterval: -1})
+		before := heapInUse()
+		ctx := context.Background()
+		for u := range users {
+			for range perUser {
+				s.Acquire(ctx, AcquireRequest{Key: Key{"default", fmt.Sprintf("user-%d", u)}, ID: uuid.NewString(), Limit: perUser, TTL: time.Hour})
+			}
+		}
+		b.ReportMetric(float64(heapInUse()-before)/(users*perUser), "bytes/lease")
+		s.Close()
+	}
+}
