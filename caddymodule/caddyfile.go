@@ -36,6 +36,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		status         <code>                # default 429
 //		on_store_error allow | deny          # default allow
 //		dry_run
+//		path_token                           # session mode: redirect starts to a tokenized URL
+//		secret         <secret>              # default: one shared through the store
 //		list_path      <path>                # default off
 //		store          <name> [{ ... }]      # default memory
 //	}
@@ -52,11 +54,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		seen[opt] = true
 		switch opt {
-		case "dry_run":
+		case "dry_run", "path_token":
 			if d.NextArg() {
-				return d.Errf("dry_run: takes no argument, got %q", d.Val())
+				return d.Errf("%s: takes no argument, got %q", opt, d.Val())
 			}
-			h.DryRun = true
+			if opt == "dry_run" {
+				h.DryRun = true
+			} else {
+				h.PathToken = true
+			}
 		case "store":
 			if !d.NextArg() {
 				return d.Errf("store: want a store name (memory or redis)")
@@ -67,7 +73,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("store: %v", err)
 			}
 			h.StoreRaw = caddyconfig.JSONModuleObject(unm, "type", name, nil)
-		case "key", "limit", "mode", "lease", "zone", "on_limit", "status", "on_store_error", "list_path":
+		case "key", "limit", "mode", "lease", "zone", "on_limit", "status", "on_store_error", "list_path", "secret":
 			var val string
 			if !d.Args(&val) {
 				return d.Errf("%s: want one value", opt)
@@ -110,6 +116,8 @@ func (h *Handler) setOption(d *caddyfile.Dispenser, opt, val string) error {
 		h.Lease = caddy.Duration(dur)
 	case "zone":
 		h.Zone = val
+	case "secret":
+		h.Secret = val
 	case "on_limit":
 		if val != OnLimitDeny && val != OnLimitEvictOldest {
 			return d.Errf("on_limit: %q is neither %s nor %s", val, OnLimitDeny, OnLimitEvictOldest)

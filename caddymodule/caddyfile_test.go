@@ -60,7 +60,7 @@ func TestAdaptAllOptions(t *testing.T) {
 	if err := json.Unmarshal(raw, &h); err != nil {
 		t.Fatal(err)
 	}
-	if !h.DryRun || h.Mode != ModeSession || h.Limit != "{http.request.header.X-Plan-Streams}" || h.Zone != "live" ||
+	if !h.DryRun || !h.PathToken || h.Secret != "{env.STREAM_LIMIT_SECRET}" || h.Mode != ModeSession || h.Limit != "{http.request.header.X-Plan-Streams}" || h.Zone != "live" ||
 		h.OnLimit != OnLimitEvictOldest || h.Status != 403 || h.OnStoreError != OnStoreErrorDeny || h.ListPath != "/video/streams" ||
 		h.Lease != caddy.Duration(45e9) || h.Key != "{http.request.header.X-User-Id}" || !strings.Contains(string(h.StoreRaw), `"memory"`) {
 		t.Fatalf("decoded handler lost an option: %+v", h)
@@ -84,6 +84,8 @@ func TestCaddyfileErrorsNameTheOption(t *testing.T) {
 		{"status 200", "status 200", "status:"},
 		{"on_store_error", "on_store_error ignore", "on_store_error:"},
 		{"dry_run value", "dry_run yes", "dry_run:"},
+		{"path_token value", "path_token on", "path_token:"},
+		{"secret missing", "secret", "secret: want one value"},
 		{"list_path relative", "list_path streams", "list_path:"},
 		{"list_path empty", `list_path ""`, "list_path:"},
 		{"store missing", "store", "store:"},
@@ -117,6 +119,7 @@ func TestJSONValidationNamesTheOption(t *testing.T) {
 		{`{"limit":"three"}`, "limit:"},
 		{`{"limit":true}`, "limit:"},
 		{`{"list_path":"x"}`, "list_path:"},
+		{`{"secret":"short"}`, "secret:"},
 		{`{"store":{"type":"etcd"}}`, "store"},
 	} {
 		cfg := `{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[` +

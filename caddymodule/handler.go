@@ -15,7 +15,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -104,11 +103,25 @@ type Handler struct {
 	// streams instead of being passed on. Default: off.
 	ListPath string `json:"list_path,omitempty"`
 
+	// PathToken, in session mode, answers a start (GET or HEAD) with a
+	// redirect to the same URL with the stream's token as a path segment
+	// ("/~sl-<id>/") before the file name, so that unmodified HLS and DASH
+	// players carry it in every relative URL they resolve. The token is
+	// stripped before the request is passed on. Default: off.
+	PathToken bool `json:"path_token,omitempty"`
+
+	// Secret binds stream ids to their users (an id not issued to the
+	// user is refused). Default: a random secret kept in the store and
+	// shared by every instance using it. Set it (e.g. {env.*}) so that ids
+	// survive the loss of the store's data.
+	Secret string `json:"secret,omitempty"`
+
 	// StoreRaw is where leases live, a module in the namespace
 	// "stream_limit.stores". Default: {"type": "memory"}.
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=stream_limit.stores inline_key=type"`
 
 	zone         *zone
+	secretKey    []byte
 	storeTimeout time.Duration
 	policy       lease.Policy
 	logger       *zap.Logger
@@ -152,6 +165,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.OnStoreError == "" {
 		h.OnStoreError = OnStoreErrorAllow
 	}
+	if h.Secret != "" {
+		h.secretKey = []byte(caddy.NewReplacer().ReplaceAll(h.Secret, ""))
+	}
 	if h.StoreRaw == nil {
 		h.StoreRaw = json.RawMessage(`{"type":"memory"}`)
 	}
@@ -184,6 +200,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("lease: %v is shorter than the minimum %v", time.Duration(h.Lease), MinLease)
 	case h.Status < 400 || h.Status > 599:
 		return fmt.Errorf("status: %d is not an HTTP error status (400-599)", h.Status)
+	case h.Secret != "" && len(h.secretKey) < 16:
+		return fmt.Errorf("secret: at least 16 bytes, got %d (an unset {env.*}?)", len(h.secretKey))
 	case h.ListPath != "" && h.ListPath[0] != '/':
 		return fmt.Errorf("list_path: %q must start with /", h.ListPath)
 	}
@@ -218,8 +236,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	key := lease.Key{Zone: h.Zone, User: user}
 
+	// The path token is stripped here, whatever happens next: the origin
+	// never sees it as a path.
+	id, err := takeStreamID(r, h.PathToken)
+	if err != nil {
+		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
+	}
+	if id != "" && (r.Method == http.MethodDelete || h.session()) {
+		// Ids carry proof of their owner: one not issued to this user (forged,
+		// or another user's) is no stream of theirs, live or lapsed.
+		secret, err := h.secret(r)
+		if err != nil {
+			return h.storeFailed(w, r, next, streamRef{key, id}, 0, err)
+		}
+		if !lease.VerifyID(secret, key, id) {
+			return h.refuse(w, r, http.StatusNotFound, errorBody{Error: "stream_not_found"})
+		}
+	}
 	if r.Method == http.MethodDelete {
-		return h.close(w, r, key)
+		return h.close(w, r, key, id)
 	}
 	if h.ListPath != "" && r.Method == http.MethodGet && r.URL.Path == h.ListPath {
 		return h.list(w, r, key)
@@ -230,21 +265,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			zap.String("zone", h.Zone), zap.String("limit", string(h.Limit)), zap.Error(err))
 		return h.refuse(w, r, http.StatusInternalServerError, errorBody{Error: "bad_limit"})
 	}
-	if h.session() {
-		id, err := streamID(r)
-		if err != nil {
-			return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
-		}
-		if id != "" {
-			return h.continueStream(w, r, next, streamRef{key, id}, limit)
-		}
+	if h.session() && id != "" {
+		return h.continueStream(w, r, next, streamRef{key, id}, limit)
 	}
 	return h.start(w, r, next, key, limit)
 }
 
+// secret is the key that binds stream ids to their users: the configured
+// one, or the one the zone's store shares.
+func (h *Handler) secret(r *http.Request) ([]byte, error) {
+	if h.secretKey != nil {
+		return h.secretKey, nil
+	}
+	ctx, cancel := h.storeContext(r)
+	defer cancel()
+	return h.zone.sharedSecret(ctx)
+}
+
 // start admits a new stream, or refuses it at the limit.
 func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key lease.Key, limit int) error {
-	ref := streamRef{key, uuid.NewString()}
+	secret, err := h.secret(r)
+	if err != nil {
+		return h.storeFailed(w, r, next, streamRef{key, lease.NewID(lease.NewSecret(), key)}, limit, err)
+	}
+	ref := streamRef{key, lease.NewID(secret, key)}
 	policy := h.policy
 	if h.DryRun {
 		policy = lease.Deny // a dry run evicts nobody
@@ -260,6 +304,16 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	}
 	if !d.Admitted {
 		return h.atLimit(w, r, next, d)
+	}
+	if h.PathToken && h.session() && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		// Send the player to the same URL with the stream's token in its
+		// path: every relative playlist and segment URL it resolves from
+		// there carries the token, with no change to the player.
+		w.Header().Set(StreamIDHeader, ref.id)
+		w.Header().Set("Location", withPathToken(r.URL, ref.id))
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusTemporaryRedirect)
+		return nil
 	}
 	return h.serve(w, r, next, ref, limit, true)
 }
@@ -361,11 +415,8 @@ func (h *Handler) release(ref streamRef) {
 }
 
 // close ends the stream a DELETE names, without passing the request on.
-func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key) error {
-	id, err := streamID(r)
-	if err != nil {
-		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
-	}
+func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, id string) error {
+	var err error
 	if id == "" {
 		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "missing_stream_id"})
 	}

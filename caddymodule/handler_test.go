@@ -571,20 +571,31 @@ func TestDeleteCutsTheStreamInFlight(t *testing.T) {
 	}
 }
 
-func TestForeignStreamIDIsTheCallersOwnStream(t *testing.T) {
+func TestForeignAndForgedStreamIDsAreRefused(t *testing.T) {
 	p := startCaddy(t, sessionSite)
 	alices := p.start("/s/a.m3u8", "alice")
-	// Bob presenting Alice's id neither renews nor reads her stream: it is
-	// an id Bob's own key has never held, so it is admitted as his.
-	resp, _ := p.do(http.MethodGet, "/s/seg.ts", "bob", StreamIDHeader, alices)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("bob with alice's id: %s", resp.Status)
+	before := p.origin.hit("/s/seg.ts")
+	// Ids carry proof of their owner: Bob can neither continue, renew nor
+	// close Alice's stream, and a made-up id is nobody's.
+	for _, c := range []struct{ user, id, method string }{
+		{"bob", alices, http.MethodGet},
+		{"bob", alices, http.MethodDelete},
+		{"alice", "6f1c1c1e-2b4a-4c55-9d7e-2f4a8d9b0c11", http.MethodGet},
+		{"alice", "6f1c1c1e-2b4a-8c55-9d7e-2f4a8d9b0c11", http.MethodGet},
+	} {
+		resp, body := p.do(c.method, "/s/seg.ts", c.user, StreamIDHeader, c.id)
+		if resp.StatusCode != http.StatusNotFound || decodeJSON(t, body)["error"] != "stream_not_found" {
+			t.Errorf("%s %s with %s: %s %s, want 404 stream_not_found", c.user, c.method, c.id, resp.Status, body)
+		}
 	}
-	if resp, _ = p.do(http.MethodDelete, "/s/a.m3u8", "bob", StreamIDHeader, alices); resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("bob closing his own use of the id: %s", resp.Status)
+	if p.origin.hit("/s/seg.ts") != before {
+		t.Fatal("a request with a foreign or forged id reached the origin")
 	}
 	if l := p.listed("/s/streams", "alice"); len(l) != 1 || l[0].(map[string]any)["id"] != alices {
 		t.Fatalf("alice's streams after bob's requests: %v", l)
+	}
+	if l := p.listed("/s/streams", "bob"); len(l) != 0 {
+		t.Fatalf("bob holds streams: %v", l)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -66,18 +67,70 @@ func streamList(limit int, leases []lease.Lease) streamListBody {
 // errBadStreamID means a request carried something that is not a stream id.
 var errBadStreamID = errors.New("malformed stream id")
 
-// streamID returns the stream id a request carries, in the Stream-Id header
-// or the stream_id query parameter, or "" if it carries none. Ids are
-// canonical UUIDs; anything else is refused rather than guessed at.
-func streamID(r *http.Request) (string, error) {
+// PathTokenPrefix starts the path segment that carries a stream id.
+const PathTokenPrefix = "~sl-"
+
+// takeStreamID returns the stream id a request carries, in the Stream-Id
+// header, the stream_id query parameter or (with pathToken) a path token,
+// or "" if it carries none. It strips the path token from the request.
+// Ids are canonical UUIDs; anything else is refused rather than guessed at.
+func takeStreamID(r *http.Request, pathToken bool) (string, error) {
+	var fromPath string
+	if pathToken {
+		var err error
+		if fromPath, err = stripPathToken(r.URL); err != nil {
+			return "", err
+		}
+	}
 	id := r.Header.Get(StreamIDHeader)
 	if id == "" && strings.Contains(r.URL.RawQuery, StreamIDQuery) {
 		id = r.URL.Query().Get(StreamIDQuery)
 	}
 	if id == "" {
+		id = fromPath
+	}
+	if id == "" {
 		return "", nil
 	}
 	return parseStreamID(id)
+}
+
+// stripPathToken removes the first path segment that is a token and
+// returns its id (unchecked); a token segment that holds no UUID is an
+// error, so that it never reaches the origin as a path.
+func stripPathToken(u *url.URL) (string, error) {
+	i := strings.Index(u.Path, "/"+PathTokenPrefix)
+	if i < 0 {
+		return "", nil
+	}
+	seg := u.Path[i+1:]
+	if j := strings.IndexByte(seg, '/'); j >= 0 {
+		seg = seg[:j]
+	}
+	id := strings.TrimPrefix(seg, PathTokenPrefix)
+	if _, err := parseStreamID(id); err != nil {
+		return "", err
+	}
+	u.Path = strings.Replace(u.Path, "/"+seg, "", 1)
+	if u.RawPath != "" {
+		u.RawPath = strings.Replace(u.RawPath, "/"+seg, "", 1)
+	}
+	if u.Path == "" {
+		u.Path = "/"
+	}
+	return id, nil
+}
+
+// withPathToken is the URL of u (path and query) with the stream's token
+// as a segment before the file name.
+func withPathToken(u *url.URL, id string) string {
+	p := u.EscapedPath()
+	i := strings.LastIndexByte(p, '/')
+	out := p[:i+1] + PathTokenPrefix + id + "/" + p[i+1:]
+	if u.RawQuery != "" {
+		out += "?" + u.RawQuery
+	}
+	return out
 }
 
 func parseStreamID(s string) (string, error) {

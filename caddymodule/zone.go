@@ -29,7 +29,24 @@ type zone struct {
 	mu      sync.Mutex
 	streams map[streamRef]*localStream
 
+	secretMu sync.Mutex
+	secret   []byte
+
 	stop chan struct{}
+}
+
+// sharedSecret returns the store's shared id secret, asking the store once.
+func (z *zone) sharedSecret(ctx context.Context) ([]byte, error) {
+	z.secretMu.Lock()
+	defer z.secretMu.Unlock()
+	if z.secret == nil {
+		s, err := z.store.SharedSecret(ctx, lease.NewSecret())
+		if err != nil {
+			return nil, err
+		}
+		z.secret = s
+	}
+	return z.secret, nil
 }
 
 type streamRef struct {

@@ -281,6 +281,20 @@ func testConformance(t *testing.T, open storeFactory) {
 		}
 	})
 
+	t.Run("the shared secret is the first one proposed", func(t *testing.T) {
+		s, _ := newStore(t)
+		first, err := s.SharedSecret(ctx, []byte("first"))
+		if err != nil || string(first) != "first" {
+			t.Fatalf("first proposal: %q %v", first, err)
+		}
+		if again, err := s.SharedSecret(ctx, []byte("second")); err != nil || string(again) != "first" {
+			t.Fatalf("second proposal: %q %v, want the first kept", again, err)
+		}
+		if _, err := s.SharedSecret(ctx, nil); !errors.Is(err, ErrBadRequest) {
+			t.Fatalf("empty proposal: %v", err)
+		}
+	})
+
 	t.Run("concurrent starts admit exactly the limit", func(t *testing.T) {
 		s, _ := newStore(t)
 		for round := range 5 {

@@ -103,6 +103,9 @@ type Store interface {
 	ClearOverride(ctx context.Context, key Key) (ok bool, err error)
 	// Override returns the per-user limit; ok is false if none is set.
 	Override(ctx context.Context, key Key) (limit int, ok bool, err error)
+	// SharedSecret returns the secret every user of the store shares for
+	// stream ids (see NewID): the first proposal the store sees, kept.
+	SharedSecret(ctx context.Context, proposal []byte) ([]byte, error)
 	// Close releases the store's resources; leases in a shared store stay.
 	Close() error
 }

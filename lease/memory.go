@@ -3,6 +3,7 @@ package lease
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -21,6 +22,9 @@ type MemoryStore struct {
 	shards [memoryShards]memoryShard
 	// onExpire, when set, hears of each lease that lapsed unrenewed.
 	onExpire func(Key, Lease)
+
+	secretMu sync.Mutex
+	secret   []byte
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -345,6 +349,19 @@ func (s *MemoryStore) withUser(ctx context.Context, key Key, create bool, fn fun
 		forget(sh, key, u)
 	}
 	return nil
+}
+
+// SharedSecret implements Store.
+func (s *MemoryStore) SharedSecret(ctx context.Context, proposal []byte) ([]byte, error) {
+	if len(proposal) == 0 {
+		return nil, fmt.Errorf("%w: empty secret", ErrBadRequest)
+	}
+	s.secretMu.Lock()
+	defer s.secretMu.Unlock()
+	if s.secret == nil {
+		s.secret = slices.Clone(proposal)
+	}
+	return s.secret, ctx.Err()
 }
 
 // Sweep drops every lapsed lease and tombstone, and users left empty. The

@@ -286,6 +286,22 @@ func (s *RedisStore) Override(ctx context.Context, key Key) (int, bool, error) {
 	return n, true, nil
 }
 
+// SharedSecret implements Store: the first proposal is kept under
+// <prefix>secret, with no expiry.
+func (s *RedisStore) SharedSecret(ctx context.Context, proposal []byte) ([]byte, error) {
+	if len(proposal) == 0 {
+		return nil, fmt.Errorf("%w: empty secret", ErrBadRequest)
+	}
+	old, err := s.client.SetArgs(ctx, s.prefix+"secret", proposal, redis.SetArgs{Mode: "NX", Get: true}).Result()
+	if errors.Is(err, redis.Nil) {
+		return proposal, nil // ours is the first
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []byte(old), nil
+}
+
 // Close implements Store; the client is the caller's to close.
 func (s *RedisStore) Close() error { return nil }
 

@@ -1,0 +1,71 @@
+package lease
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+)
+
+// Stream ids are UUIDs (version 8, "custom") that carry their own proof of
+// owner: 60 random bits, then 62 bits of an HMAC of the zone, the user and
+// those random bits under a secret the proxies share. A proxy can tell at
+// once, with no store call, whether an id was issued to this user: a
+// forged id, or another user's, is refused, while the user's own lapsed id
+// can be re-admitted.
+
+// SecretLen is the length of the secrets NewID and VerifyID take.
+const SecretLen = 32
+
+// NewSecret returns a fresh random secret.
+func NewSecret() []byte {
+	b := make([]byte, SecretLen)
+	rand.Read(b)
+	return b
+}
+
+// NewID issues a stream id for key.
+func NewID(secret []byte, key Key) string {
+	var u [16]byte
+	rand.Read(u[:8])
+	u[6] = u[6]&0x0f | 0x80 // version 8
+	sealID(secret, key, &u)
+	return formatUUID(u)
+}
+
+// VerifyID reports whether id (a canonical UUID) was issued for key under
+// secret.
+func VerifyID(secret []byte, key Key, id string) bool {
+	u, err := parseID(id)
+	if err != nil || u[6]>>4 != 8 {
+		return false
+	}
+	want := [16]byte(u)
+	sealID(secret, key, &want)
+	return subtle.ConstantTimeCompare(u[8:], want[8:]) == 1
+}
+
+// sealID fills bytes 8..15 of u with the MAC of key and u[0:8].
+func sealID(secret []byte, key Key, u *[16]byte) {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(key.Zone))
+	m.Write([]byte{0})
+	m.Write([]byte(key.User))
+	m.Write([]byte{0})
+	m.Write(u[:8])
+	sum := m.Sum(nil)
+	copy(u[8:], sum[:8])
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+}
+
+func formatUUID(u [16]byte) string {
+	const hex = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for i, b := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, hex[b>>4], hex[b&0x0f])
+	}
+	return string(out)
+}
