@@ -311,6 +311,13 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		// there carries the token, with no change to the player.
 		w.Header().Set(StreamIDHeader, ref.id)
 		w.Header().Set("Location", withPathToken(r.URL, ref.id))
+		if isManifest(r.URL.Path) {
+			// Some players (ffmpeg's DASH demuxer) resolve segment URLs
+			// against the manifest URL they asked for, not the one they
+			// were sent to; they do keep cookies, so the id rides in one
+			// too, scoped to the directory, for the segments only.
+			http.SetCookie(w, &http.Cookie{Name: StreamIDCookie, Value: ref.id, Path: dirOf(r.URL.Path), HttpOnly: true, SameSite: http.SameSiteLaxMode})
+		}
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusTemporaryRedirect)
 		return nil

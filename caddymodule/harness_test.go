@@ -51,7 +51,7 @@ func freePort(t testing.TB) int {
 // origin is the upstream video server of the tests.
 type origin struct {
 	addr    string
-	hits    sync.Map // path -> *atomic.Int64
+	hits    sync.Map // path -> *atomic.Int64: the origin's access log
 	streams atomic.Int64
 }
 
@@ -66,9 +66,11 @@ func (o *origin) hit(path string) int64 {
 //
 //	/slow/...  a body that trickles until the client (or Caddy) leaves
 //	/cut/...   a few bytes, then the connection dies mid-body
+//	/media/... the committed demo media (HLS, DASH, MP4), with Range support
 //	anything else: "ok <path>"
 func newOrigin(t testing.TB) *origin {
 	o := &origin{}
+	media := http.StripPrefix("/media", http.FileServer(http.Dir("../demo/media")))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +80,8 @@ func newOrigin(t testing.TB) *origin {
 		v, _ := o.hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
 		v.(*atomic.Int64).Add(1)
 		switch {
+		case strings.HasPrefix(r.URL.Path, "/media/"):
+			media.ServeHTTP(w, r)
 		case strings.Contains(r.URL.Path, "/slow/"):
 			o.streams.Add(1)
 			defer o.streams.Add(-1)
@@ -298,4 +302,14 @@ func advance(t testing.TB, d time.Duration) {
 		t.Cleanup(func() { clockOffset.Store(0) })
 	}
 	clockOffset.Add(int64(d))
+}
+
+// paths lists every path the origin was asked for.
+func (o *origin) paths() []string {
+	var out []string
+	o.hits.Range(func(k, _ any) bool {
+		out = append(out, k.(string))
+		return true
+	})
+	return out
 }

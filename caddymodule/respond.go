@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -89,10 +90,33 @@ func takeStreamID(r *http.Request, pathToken bool) (string, error) {
 	if id == "" {
 		id = fromPath
 	}
+	if id == "" && pathToken && !isManifest(r.URL.Path) {
+		// A manifest without a token is a new playback, even from a client
+		// that played before: only segments fall back to the cookie.
+		if c, err := r.Cookie(StreamIDCookie); err == nil {
+			id = c.Value
+		}
+	}
 	if id == "" {
 		return "", nil
 	}
 	return parseStreamID(id)
+}
+
+// StreamIDCookie carries the stream id, with path_token, for players that
+// drop the path token.
+const StreamIDCookie = "stream_id"
+
+// isManifest reports whether a path names an HLS playlist or a DASH
+// manifest: the first request of a playback.
+func isManifest(p string) bool {
+	ext := strings.ToLower(path.Ext(p))
+	return ext == ".m3u8" || ext == ".mpd"
+}
+
+// dirOf is the directory of a URL path, with its trailing slash.
+func dirOf(p string) string {
+	return p[:strings.LastIndexByte(p, '/')+1]
 }
 
 // stripPathToken removes the first path segment that is a token and

@@ -1,0 +1,328 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These tests play the committed demo media through Caddy with real,
+// unmodified players (ffmpeg's HLS and DASH demuxers) that know nothing of
+// stream ids: only the user header is set.
+
+const playerSite = `
+	route /media/* {
+		stream_limit {
+			mode session
+			path_token
+			list_path /media/streams
+		}
+		reverse_proxy {upstream}
+	}
+	route /two/* {
+		stream_limit {
+			zone two
+			mode session
+			path_token
+			limit 2
+			list_path /two/streams
+		}
+		rewrite * /media{http.request.uri.path.1}/{http.request.uri.path.2}
+		reverse_proxy {upstream}
+	}`
+
+func needFFmpeg(t *testing.T) {
+	if _, err := exec.LookPath("ffmpeg"); err != nil {
+		t.Skip("ffmpeg is not installed (make test installs it)")
+	}
+}
+
+// play runs ffmpeg on url as user; realTime plays at the media's pace.
+func play(ctx context.Context, url, user string, realTime bool) (string, error) {
+	args := []string{"-hide_banner", "-loglevel", "error", "-nostdin", "-headers", "X-User-Id: " + user + "\r\n"}
+	if realTime {
+		args = append(args, "-re")
+	}
+	args = append(args, "-i", url, "-c", "copy", "-f", "null", "-")
+	out, err := exec.CommandContext(ctx, "ffmpeg", args...).CombinedOutput()
+	return string(out), err
+}
+
+func TestPlayersCarryTheStreamWithoutKnowingIt(t *testing.T) {
+	needFFmpeg(t)
+	p := startCaddy(t, playerSite)
+	for _, media := range []string{"/media/hls/index.m3u8", "/media/dash/manifest.mpd"} {
+		t.Run(media, func(t *testing.T) {
+			if out, err := play(context.Background(), p.url(media), "solo", false); err != nil {
+				t.Fatalf("ffmpeg: %v\n%s", err, out)
+			}
+			// One playback, however many playlist and segment requests: one
+			// stream, even for a user whose limit would refuse a second.
+			if l := p.listed("/media/streams", "solo"); len(l) != 1 {
+				t.Fatalf("one playback holds %d streams", len(l))
+			}
+			p.do(http.MethodDelete, "/media/x", "solo", StreamIDHeader, p.listed("/media/streams", "solo")[0].(map[string]any)["id"].(string))
+		})
+	}
+	segments := 0
+	for _, path := range p.origin.paths() {
+		if strings.Contains(path, PathTokenPrefix) {
+			t.Fatalf("the origin saw a tokenized path: %s", path)
+		}
+		if strings.HasSuffix(path, ".ts") || strings.HasSuffix(path, ".m4s") {
+			segments++
+		}
+	}
+	if segments < 6 {
+		t.Fatalf("the origin served %d segments: %v", segments, p.origin.paths())
+	}
+}
+
+func TestThreePlayersPlayTheFourthIsRefused(t *testing.T) {
+	needFFmpeg(t)
+	p := startCaddy(t, playerSite)
+	for _, media := range []string{"/media/hls/index.m3u8", "/media/dash/manifest.mpd"} {
+		t.Run(media, func(t *testing.T) {
+			user := "family" + media
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			var wg sync.WaitGroup
+			errs := make([]error, 4)
+			outs := make([]string, 4)
+			for i := range 3 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					outs[i], errs[i] = play(ctx, p.url(media), user, true)
+				}()
+			}
+			// A different user plays meanwhile.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				outs[3], errs[3] = play(ctx, p.url(media), "neighbour"+media, true)
+			}()
+			eventually(t, "three playbacks started", func() bool { return len(p.listed("/media/streams", user)) == 3 })
+			resp, body := p.do(http.MethodGet, media, user)
+			if resp.StatusCode != http.StatusTooManyRequests || decodeJSON(t, body)["error"] != "stream_limit_exceeded" {
+				t.Fatalf("fourth player's first request: %s %s", resp.Status, body)
+			}
+			out, err := play(ctx, p.url(media), user, false)
+			if err == nil || !strings.Contains(out, "4XX") {
+				t.Fatalf("a fourth ffmpeg played: %v\n%s", err, out)
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("player %d: %v\n%s", i, err, outs[i])
+				}
+			}
+		})
+	}
+}
+
+func TestTwoPlaybacksFromOneClientAreTwoStreams(t *testing.T) {
+	p := startCaddy(t, playerSite)
+	// One client (one cookie jar, one connection pool) starts the same
+	// media twice: two streams, each of which fetches its segments.
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	var finals []string
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodGet, p.url("/two/hls/index.m3u8"), nil)
+		req.Header.Set("X-User-Id", "twin")
+		resp, err := c.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("start: %v %v", err, resp)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		finals = append(finals, resp.Request.URL.Path)
+	}
+	if finals[0] == finals[1] || !strings.Contains(finals[0], PathTokenPrefix) {
+		t.Fatalf("two playbacks ended at %v, want two tokenized URLs", finals)
+	}
+	for _, f := range finals {
+		for seg := range 6 {
+			u := p.url(strings.Replace(f, "index.m3u8", fmt.Sprintf("seg%02d.ts", seg), 1))
+			req, _ := http.NewRequest(http.MethodGet, u, nil)
+			req.Header.Set("X-User-Id", "twin")
+			resp, err := c.Do(req)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("segment %s: %v %v", u, err, resp)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	if l := p.listed("/two/streams", "twin"); len(l) != 2 {
+		t.Fatalf("two playbacks with all their segments hold %d streams, want 2", len(l))
+	}
+	if r, _ := p.do(http.MethodGet, "/two/hls/index.m3u8", "twin"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a third playback at limit 2: %s", r.Status)
+	}
+}
+
+// tokenized starts a playback of path as user with a plain HTTP client
+// that follows the redirect, and returns the tokenized URL path it landed on.
+func (p *proxy) tokenized(path, user string) string {
+	p.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, p.url(path), nil)
+	req.Header.Set("X-User-Id", user)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Request.URL.Path, PathTokenPrefix) {
+		p.t.Fatalf("start of %s: %s at %s", path, resp.Status, resp.Request.URL)
+	}
+	return resp.Request.URL.Path
+}
+
+func TestStoppedAndPausedPlayers(t *testing.T) {
+	p := startCaddy(t, playerSite)
+	a := p.tokenized("/two/hls/index.m3u8", "pauser")
+	b := p.tokenized("/two/hls/index.m3u8", "pauser")
+	seg := func(playlist string) int {
+		r, _ := p.do(http.MethodGet, strings.Replace(playlist, "index.m3u8", "seg01.ts", 1), "pauser")
+		return r.StatusCode
+	}
+
+	// Player b stops (it just goes silent); a pauses. Past the lease both
+	// slots are free again.
+	advance(t, 31*time.Second)
+	if l := p.listed("/two/streams", "pauser"); len(l) != 0 {
+		t.Fatalf("streams silent past the lease still held: %v", l)
+	}
+	// a resumes: re-admitted under its id while a slot is free.
+	if code := seg(a); code != http.StatusOK {
+		t.Fatalf("resumed player: %d", code)
+	}
+	if l := p.listed("/two/streams", "pauser"); len(l) != 1 || !strings.Contains(a, l[0].(map[string]any)["id"].(string)) {
+		t.Fatalf("after resuming: %v, want a's id", l)
+	}
+	// Two new playbacks take the slots; b, back from its pause, is refused
+	// cleanly as at the limit.
+	p.tokenized("/two/hls/index.m3u8", "pauser")
+	if code := seg(b); code != http.StatusTooManyRequests {
+		t.Fatalf("paused player returning at the limit: %d, want 429", code)
+	}
+}
+
+func TestProgressiveRangeRequestsHoldOneSlot(t *testing.T) {
+	p := startCaddy(t, `
+	route /media/* {
+		stream_limit {
+			mode session
+			path_token
+			limit 1
+			list_path /media/streams
+		}
+		reverse_proxy {upstream}
+	}`)
+	get := func(path, rng string) (int, int) {
+		req, _ := http.NewRequest(http.MethodGet, p.url(path), nil)
+		req.Header.Set("X-User-Id", "viewer")
+		req.Header.Set("Range", rng)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, 0
+		}
+		defer resp.Body.Close()
+		n, _ := io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, int(n)
+	}
+	// The first range request is the start; the player follows the redirect
+	// and asks every later range of the tokenized URL.
+	req, _ := http.NewRequest(http.MethodGet, p.url("/media/mp4/video.mp4"), nil)
+	req.Header.Set("X-User-Id", "viewer")
+	req.Header.Set("Range", "bytes=0-1023")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("first range: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	video := resp.Request.URL.Path
+	for i := range 5 {
+		if code, n := get(video, fmt.Sprintf("bytes=%d-%d", 1024+i*4096, 1024+(i+1)*4096-1)); code != http.StatusPartialContent || n != 4096 {
+			t.Fatalf("sequential range %d: %d, %d bytes", i, code, n)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code, _ := get(video, fmt.Sprintf("bytes=%d-", i*20000)); code != http.StatusPartialContent {
+				t.Errorf("overlapping range %d: %d", i, code)
+			}
+		}()
+	}
+	wg.Wait()
+	if l := p.listed("/media/streams", "viewer"); len(l) != 1 {
+		t.Fatalf("one progressive playback holds %d slots", len(l))
+	}
+}
+
+func TestBadPathTokens(t *testing.T) {
+	p := startCaddy(t, `
+	route /media/* {
+		stream_limit {
+			mode session
+			path_token
+			limit 1
+			on_limit evict_oldest
+			list_path /media/streams
+		}
+		reverse_proxy {upstream}
+	}`)
+	alices := p.tokenized("/media/hls/index.m3u8", "alice")
+	aliceID := strings.TrimPrefix(strings.Split(alices, "/")[3], PathTokenPrefix)
+	for _, c := range []struct {
+		name, user, path, method string
+		status                   int
+		error                    string
+	}{
+		{"malformed token", "alice", "/media/hls/~sl-zzz/seg00.ts", http.MethodGet, http.StatusBadRequest, "bad_stream_id"},
+		{"truncated token", "alice", "/media/hls/~sl-" + aliceID[:30] + "/seg00.ts", http.MethodGet, http.StatusBadRequest, "bad_stream_id"},
+		{"empty token", "alice", "/media/hls/~sl-/seg00.ts", http.MethodGet, http.StatusBadRequest, "bad_stream_id"},
+		{"forged token", "alice", "/media/hls/~sl-6f1c1c1e-2b4a-8c55-9d7e-2f4a8d9b0c11/seg00.ts", http.MethodGet, http.StatusNotFound, "stream_not_found"},
+		{"another user's token", "bob", alices, http.MethodGet, http.StatusNotFound, "stream_not_found"},
+		{"another user's token, DELETE", "bob", alices, http.MethodDelete, http.StatusNotFound, "stream_not_found"},
+	} {
+		resp, body := p.do(c.method, c.path, c.user)
+		if resp.StatusCode != c.status || decodeJSON(t, body)["error"] != c.error {
+			t.Errorf("%s: %s %s, want %d %s", c.name, resp.Status, body, c.status, c.error)
+		}
+	}
+
+	// Evicted by a newer playback, the old token is revoked: 409.
+	p.tokenized("/media/hls/index.m3u8", "alice")
+	if resp, body := p.do(http.MethodGet, strings.Replace(alices, "index.m3u8", "seg00.ts", 1), "alice"); resp.StatusCode != http.StatusConflict || decodeJSON(t, body)["error"] != "stream_revoked" {
+		t.Fatalf("evicted token: %s %s, want 409 stream_revoked", resp.Status, body)
+	}
+
+	// DELETE of a tokenized URL closes that stream.
+	newest := p.listed("/media/streams", "alice")[0].(map[string]any)["id"].(string)
+	if resp, body := p.do(http.MethodDelete, "/media/hls/"+PathTokenPrefix+newest+"/index.m3u8", "alice"); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE of a tokenized URL: %s %s", resp.Status, body)
+	}
+	if l := p.listed("/media/streams", "alice"); len(l) != 0 {
+		t.Fatalf("after DELETE: %v", l)
+	}
+	for _, path := range p.origin.paths() {
+		if strings.Contains(path, "~sl") {
+			t.Fatalf("the origin saw a token as a path: %s", path)
+		}
+	}
+}
