@@ -37,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		on_store_error allow | deny          # default allow
 //		dry_run
 //		path_token                           # session mode: redirect starts to a tokenized URL
+//		log_user                             # put the user in log entries (personal data)
 //		secret         <secret>              # default: one shared through the store
 //		list_path      <path>                # default off
 //		store          <name> [{ ... }]      # default memory
@@ -54,14 +55,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		seen[opt] = true
 		switch opt {
-		case "dry_run", "path_token":
+		case "dry_run", "path_token", "log_user":
 			if d.NextArg() {
 				return d.Errf("%s: takes no argument, got %q", opt, d.Val())
 			}
-			if opt == "dry_run" {
+			switch opt {
+			case "dry_run":
 				h.DryRun = true
-			} else {
+			case "path_token":
 				h.PathToken = true
+			case "log_user":
+				h.LogUser = true
 			}
 		case "store":
 			if !d.NextArg() {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -116,6 +117,10 @@ type Handler struct {
 	// survive the loss of the store's data.
 	Secret string `json:"secret,omitempty"`
 
+	// LogUser adds the user to log entries. Off by default: user ids are
+	// personal data.
+	LogUser bool `json:"log_user,omitempty"`
+
 	// StoreRaw is where leases live, a module in the namespace
 	// "stream_limit.stores". Default: {"type": "memory"}.
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=stream_limit.stores inline_key=type"`
@@ -125,6 +130,9 @@ type Handler struct {
 	storeTimeout time.Duration
 	policy       lease.Policy
 	logger       *zap.Logger
+	// sampledLog carries what a client can provoke at will (refusals,
+	// store failures): the first few per second each, then one in 100.
+	sampledLog *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -138,6 +146,12 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults and opens (or joins) the zone's store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.sampledLog = h.logger.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Second, 5, 100)
+	}))
+	if err := initMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %v", err)
+	}
 	if h.Key == "" {
 		h.Key = DefaultKey
 	}
@@ -183,6 +197,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.zone, err = loadZone(h.Zone, store.Identity(), store.Open)
 	if err != nil {
 		return fmt.Errorf("zone %q: opening store: %v", h.Zone, err)
+	}
+	h.zone.lease.Store(int64(h.Lease))
+	if n, err := parseLimit(string(h.Limit)); err == nil {
+		h.zone.limit.Store(int64(n))
+	}
+	if eventsApp, err := ctx.AppIfConfigured("events"); err == nil {
+		if events, ok := eventsApp.(*caddyevents.App); ok {
+			var e emitter = func(name string, data map[string]any) { events.Emit(ctx, name, data) }
+			h.zone.emitter.Store(&e)
+		}
 	}
 	return nil
 }
@@ -300,11 +324,14 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.storeFailed(w, r, next, ref, limit, err)
 	}
 	for _, id := range d.Evicted {
-		h.zone.revoked(streamRef{key, id}, h.ttl())
+		evicted := streamRef{key, id}
+		h.zone.revoked(evicted, h.ttl())
+		h.zone.ended(evicted, causeEviction)
 	}
 	if !d.Admitted {
 		return h.atLimit(w, r, next, d)
 	}
+	h.zone.admitted(ref)
 	if h.PathToken && h.session() && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		// Send the player to the same URL with the stream's token in its
 		// path: every relative playlist and segment URL it resolves from
@@ -365,6 +392,9 @@ func (h *Handler) renew(ctx context.Context, ref streamRef, limit int) (lease.De
 		return lease.Decision{Admitted: err == nil}, err
 	}
 	d, err := h.zone.store.Acquire(ctx, lease.AcquireRequest{Key: ref.key, ID: ref.id, Limit: limit, TTL: h.ttl(), Policy: lease.Deny})
+	if err == nil && d.Admitted {
+		h.zone.admitted(ref)
+	}
 	return d, err
 }
 
@@ -414,6 +444,9 @@ func (h *Handler) release(ref streamRef) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.storeTimeout)
 	defer cancel()
 	err := h.zone.store.Release(ctx, ref.key, ref.id)
+	if err == nil {
+		h.zone.ended(ref, causeConnectionEnd)
+	}
 	if err != nil && !errors.Is(err, lease.ErrNotFound) {
 		// The lease lapses by itself within the lease duration.
 		h.logger.Warn("releasing a stream failed; its lease will lapse",
@@ -454,6 +487,7 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, i
 		h.logger.Error("closing a stream failed", zap.String("zone", h.Zone), zap.String("stream_id", id), zap.Error(err))
 		return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
 	}
+	h.zone.ended(ref, causeClose)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -481,8 +515,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, key lease.Key) er
 // dry_run lets it through, marked.
 func (h *Handler) atLimit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, d lease.Decision) error {
 	if h.DryRun {
-		if ce := h.logger.Check(zapcore.InfoLevel, "dry run: would refuse a stream at the limit"); ce != nil {
-			ce.Write(zap.String("zone", h.Zone), zap.Int("limit", d.Limit), zap.Int("active", d.Active))
+		metrics.dryRunDenied.WithLabelValues(h.Zone).Inc()
+		if ce := h.sampledLog.Check(zapcore.InfoLevel, "dry run: would refuse a stream at the limit"); ce != nil {
+			ce.Write(h.logFields(r, zap.Int("limit", d.Limit), zap.Int("active", d.Active))...)
 		}
 		w.Header().Set("Stream-Limit-Dry-Run", "stream_limit_exceeded")
 		return next.ServeHTTP(w, r)
@@ -494,9 +529,6 @@ func (h *Handler) atLimit(w http.ResponseWriter, r *http.Request, next caddyhttp
 	repl.Set("http.stream_limit.active", d.Active)
 	repl.Set("http.stream_limit.retry_after", retry)
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
-	if ce := h.logger.Check(zapcore.DebugLevel, "stream refused at the limit"); ce != nil {
-		ce.Write(zap.String("zone", h.Zone), zap.Int("limit", d.Limit), zap.Int("active", d.Active))
-	}
 	return h.refuse(w, r, h.Status, errorBody{Error: "stream_limit_exceeded", Limit: &d.Limit, Active: &d.Active})
 }
 
@@ -505,13 +537,26 @@ func (h *Handler) storeFailed(w http.ResponseWriter, r *http.Request, next caddy
 	if r.Context().Err() != nil {
 		return r.Context().Err() // the client left; nobody to answer
 	}
-	h.logger.Warn("stream store failed", zap.String("zone", h.Zone), zap.String("on_store_error", h.OnStoreError), zap.Error(err))
+	if ce := h.sampledLog.Check(zapcore.WarnLevel, "stream store failed"); ce != nil {
+		ce.Write(h.logFields(r, zap.String("on_store_error", h.OnStoreError), zap.Error(err))...)
+	}
 	if h.OnStoreError == OnStoreErrorDeny {
 		return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
 	}
 	// Serve it as a stream all the same: its keepalive keeps trying, and
 	// re-establishes the lease once the store answers again.
 	return h.serve(w, r, next, ref, limit, false)
+}
+
+// logFields are the fields of a log entry about a request: the zone, and
+// the user only where log_user allows it.
+func (h *Handler) logFields(r *http.Request, fields ...zap.Field) []zap.Field {
+	fields = append(fields, zap.String("zone", h.Zone))
+	if h.LogUser {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		fields = append(fields, zap.String("user", repl.ReplaceAll(h.Key, "")))
+	}
+	return fields
 }
 
 // storeContext bounds one store call. It is detached from the client so

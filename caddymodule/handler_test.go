@@ -359,8 +359,17 @@ func TestLimitFromPlaceholder(t *testing.T) {
 	if plan("family", "5") != http.StatusTooManyRequests {
 		t.Fatal("family plan admitted a sixth stream")
 	}
+	// No plan header: the default limit, 3.
+	for i := range 3 {
+		if r, _ := p.do(http.MethodGet, "/plan/a.m3u8", "noplan"); r.StatusCode != http.StatusOK {
+			t.Fatalf("start %d without a plan: %s", i+1, r.Status)
+		}
+	}
+	if r, _ := p.do(http.MethodGet, "/plan/a.m3u8", "noplan"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth start without a plan: %s, want 429", r.Status)
+	}
 	before := p.origin.hit("/plan/a.m3u8")
-	for _, bad := range []string{"", "many", "-1", "2.5"} {
+	for _, bad := range []string{"many", "-1", "2.5", "1e3"} {
 		resp, body := p.do(http.MethodGet, "/plan/a.m3u8", "odd", "X-Plan-Streams", bad)
 		if resp.StatusCode != http.StatusInternalServerError || decodeJSON(t, body)["error"] != "bad_limit" {
 			t.Errorf("limit %q: %s %s, want 500 bad_limit", bad, resp.Status, body)

@@ -121,17 +121,25 @@ func newOrigin(t testing.TB) *origin {
 
 // proxy is a running Caddy under test.
 type proxy struct {
-	t      testing.TB
-	addr   string // host:port of the site
-	admin  string // host:port of the admin endpoint
-	origin *origin
+	t       testing.TB
+	globals string              // extra global options
+	patch   func([]byte) []byte // edits the adapted JSON before loading
+	addr    string              // host:port of the site
+	admin   string              // host:port of the admin endpoint
+	origin  *origin
 }
 
 // startCaddy runs a Caddyfile site body (with {upstream} standing for the
 // origin) in a real Caddy listening on a free port.
 func startCaddy(t testing.TB, site string) *proxy {
 	t.Helper()
-	p := &proxy{t: t, origin: newOrigin(t)}
+	return startCaddyWith(t, "", site)
+}
+
+// startCaddyWith is startCaddy with extra global options.
+func startCaddyWith(t testing.TB, globals, site string) *proxy {
+	t.Helper()
+	p := &proxy{t: t, origin: newOrigin(t), globals: globals}
 	p.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p.load(site)
@@ -151,11 +159,12 @@ func (p *proxy) caddyfile(site string) string {
 	log {
 		output discard
 	}
+%s
 }
 http://%s {
 %s
 }
-`, p.admin, p.addr, site)
+`, p.admin, p.globals, p.addr, site)
 }
 
 func adapt(t testing.TB, caddyfile string) []byte {
@@ -176,6 +185,9 @@ func adapt(t testing.TB, caddyfile string) []byte {
 func (p *proxy) load(site string) {
 	p.t.Helper()
 	cfg := adapt(p.t, p.caddyfile(site))
+	if p.patch != nil {
+		cfg = p.patch(cfg)
+	}
 	if err := caddy.Load(cfg, true); err != nil {
 		p.t.Fatalf("loading config: %v", err)
 	}
@@ -186,6 +198,9 @@ func (p *proxy) load(site string) {
 func (p *proxy) reload(site string) {
 	p.t.Helper()
 	cfg := adapt(p.t, p.caddyfile(site))
+	if p.patch != nil {
+		cfg = p.patch(cfg)
+	}
 	req, _ := http.NewRequest(http.MethodPost, "http://"+p.admin+"/load", bytes.NewReader(cfg))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Cache-Control", "must-revalidate")

@@ -52,11 +52,15 @@ func (l Limit) validate() error {
 	return nil
 }
 
-// resolve expands the limit for one request.
+// resolve expands the limit for one request. A placeholder that expands
+// to nothing (no plan header, say) gives the default limit.
 func (l Limit) resolve(repl *caddy.Replacer) (int, error) {
 	s := string(l)
 	if strings.Contains(s, "{") {
 		s = repl.ReplaceAll(s, "")
+		if strings.TrimSpace(s) == "" {
+			return DefaultLimit, nil
+		}
 	}
 	return parseLimit(s)
 }

@@ -154,7 +154,7 @@ func (r *RedisStore) Identity() string {
 func (r *RedisStore) CallTimeout() time.Duration { return time.Duration(r.Timeout) }
 
 // Open implements StoreModule: it shares the client of an identical config.
-func (r *RedisStore) Open() (lease.Store, error) {
+func (r *RedisStore) Open(onExpire func(lease.Key, lease.Lease)) (lease.Store, error) {
 	id := r.Identity()
 	val, _, err := redisClients.LoadOrNew(id, func() (caddy.Destructor, error) {
 		opts, err := r.clientOptions()
@@ -166,7 +166,7 @@ func (r *RedisStore) Open() (lease.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := lease.NewRedisStore(val.(redisClient).UniversalClient, lease.RedisOptions{KeyPrefix: r.KeyPrefix})
+	s, err := lease.NewRedisStore(val.(redisClient).UniversalClient, lease.RedisOptions{KeyPrefix: r.KeyPrefix, OnExpire: onExpire})
 	if err != nil {
 		redisClients.Delete(id)
 		return nil, err

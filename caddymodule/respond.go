@@ -9,11 +9,27 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/streamlimit/caddy-streamlimit/lease"
 )
+
+// denialReasons names each refusal in metrics, events and logs.
+var denialReasons = map[string]string{
+	"stream_limit_exceeded": "limit",
+	"missing_user":          "missing_user",
+	"bad_user":              "bad_user",
+	"bad_stream_id":         "bad_stream_id",
+	"missing_stream_id":     "missing_stream_id",
+	"stream_not_found":      "stream_not_found",
+	"stream_revoked":        "revoked",
+	"bad_limit":             "bad_limit",
+	"store_unavailable":     "store_error",
+}
 
 // errorBody is the JSON body of every refusal.
 type errorBody struct {
@@ -27,6 +43,16 @@ type errorBody struct {
 // can reshape it; otherwise the client gets the JSON body, since Caddy's
 // bare error answer has none.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, body errorBody) error {
+	reason := denialReasons[body.Error]
+	data := map[string]any{"status": status}
+	if body.Limit != nil {
+		data["limit"], data["active"] = *body.Limit, *body.Active
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	h.zone.denied(repl.ReplaceAll(h.Key, ""), reason, data)
+	if ce := h.sampledLog.Check(zapcore.InfoLevel, "stream request refused"); ce != nil {
+		ce.Write(h.logFields(r, zap.String("reason", reason), zap.Int("status", status))...)
+	}
 	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv.Errors != nil && len(srv.Errors.Routes) > 0 {
 		return caddyhttp.Error(status, errors.New(body.Error))
 	}

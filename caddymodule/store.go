@@ -19,8 +19,9 @@ type StoreModule interface {
 	// Identity is equal for two configs exactly when they must share one
 	// store, so that a reload with an unchanged store keeps its state.
 	Identity() string
-	// Open opens the store. It is called once per zone and identity.
-	Open() (lease.Store, error)
+	// Open opens the store. It is called once per zone and identity;
+	// onExpire hears of each lease found lapsed.
+	Open(onExpire func(lease.Key, lease.Lease)) (lease.Store, error)
 	// CallTimeout bounds each store call.
 	CallTimeout() time.Duration
 }
@@ -41,8 +42,8 @@ func (MemoryStore) CaddyModule() caddy.ModuleInfo {
 func (MemoryStore) Identity() string { return "memory" }
 
 // Open implements StoreModule.
-func (MemoryStore) Open() (lease.Store, error) {
-	return lease.NewMemoryStore(lease.MemoryOptions{Clock: now}), nil
+func (MemoryStore) Open(onExpire func(lease.Key, lease.Lease)) (lease.Store, error) {
+	return lease.NewMemoryStore(lease.MemoryOptions{Clock: now, OnExpire: onExpire}), nil
 }
 
 // CallTimeout implements StoreModule. A memory call takes a lock, no I/O.

@@ -32,7 +32,53 @@ type zone struct {
 	secretMu sync.Mutex
 	secret   []byte
 
+	// emitter sends Caddy events; the latest handler provisioned for the
+	// zone installs its own, so events outlive a reload.
+	emitter atomic.Pointer[emitter]
+	// lease and limit are those of the latest handler provisioned, for
+	// kicks and for the admin API (0 when the limit is a placeholder).
+	lease atomic.Int64
+	limit atomic.Int64
+	// admittedCount and deniedCount are this process's decisions.
+	admittedCount, deniedCount atomic.Int64
+
 	stop chan struct{}
+}
+
+// emitter emits Caddy events on behalf of a handler.
+type emitter func(name string, data map[string]any)
+
+func (z *zone) emit(name string, data map[string]any) {
+	if e := z.emitter.Load(); e != nil {
+		data["zone"] = z.name
+		(*e)(name, data)
+	}
+}
+
+// admitted records a stream that took a slot.
+func (z *zone) admitted(ref streamRef) {
+	z.admittedCount.Add(1)
+	metrics.admitted.WithLabelValues(z.name).Inc()
+	metrics.active.WithLabelValues(z.name).Inc()
+	z.emit("stream_started", map[string]any{"stream_id": ref.id, "user": ref.key.User})
+}
+
+// ended records a stream that gave its slot back, and why.
+func (z *zone) ended(ref streamRef, cause string) {
+	metrics.released.WithLabelValues(z.name, cause).Inc()
+	metrics.active.WithLabelValues(z.name).Dec()
+	z.emit("stream_ended", map[string]any{"stream_id": ref.id, "user": ref.key.User, "cause": cause})
+}
+
+// denied records a refused request.
+func (z *zone) denied(user, reason string, extra map[string]any) {
+	z.deniedCount.Add(1)
+	metrics.denied.WithLabelValues(z.name, reason).Inc()
+	data := map[string]any{"user": user, "reason": reason}
+	for k, v := range extra {
+		data[k] = v
+	}
+	z.emit("stream_denied", data)
 }
 
 // sharedSecret returns the store's shared id secret, asking the store once.
@@ -56,13 +102,19 @@ type streamRef struct {
 
 // loadZone returns the shared zone for name and store identity, opening
 // the store only when no handler holds the zone yet.
-func loadZone(name, storeIdentity string, open func() (lease.Store, error)) (*zone, error) {
+func loadZone(name, storeIdentity string, open func(onExpire func(lease.Key, lease.Lease)) (lease.Store, error)) (*zone, error) {
 	val, _, err := zones.LoadOrNew(zoneKey{name, storeIdentity}, func() (caddy.Destructor, error) {
-		s, err := open()
+		z := &zone{name: name, storeIdentity: storeIdentity, streams: make(map[streamRef]*localStream), stop: make(chan struct{})}
+		s, err := open(func(key lease.Key, l lease.Lease) {
+			if key.Zone == name {
+				// The store calls this under its lock: report it elsewhere.
+				go z.ended(streamRef{key, l.ID}, causeExpiry)
+			}
+		})
 		if err != nil {
 			return nil, err
 		}
-		z := &zone{name: name, storeIdentity: storeIdentity, store: s, streams: make(map[streamRef]*localStream), stop: make(chan struct{})}
+		z.store = meteredStore{s, name}
 		go z.forgetIdleEvery(10 * time.Second)
 		return z, nil
 	})

@@ -281,6 +281,22 @@ func testConformance(t *testing.T, open storeFactory) {
 		}
 	})
 
+	t.Run("totals count a zone's live users and streams", func(t *testing.T) {
+		s, clock := newStore(t)
+		fill(t, s, "a", 3)
+		fill(t, s, "b", 2)
+		if _, err := s.Acquire(ctx, AcquireRequest{Key: Key{"other", "c"}, ID: id("x"), Limit: 1, TTL: ttl}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Totals(ctx, "z"); err != nil || got != (Totals{Users: 2, Streams: 5}) {
+			t.Fatalf("totals: %+v %v, want 2 users 5 streams", got, err)
+		}
+		clock.Advance(ttl + time.Millisecond)
+		if got, err := s.Totals(ctx, "z"); err != nil || got != (Totals{}) {
+			t.Fatalf("totals after every lease lapsed: %+v %v", got, err)
+		}
+	})
+
 	t.Run("the shared secret is the first one proposed", func(t *testing.T) {
 		s, _ := newStore(t)
 		first, err := s.SharedSecret(ctx, []byte("first"))

@@ -103,6 +103,9 @@ type Store interface {
 	ClearOverride(ctx context.Context, key Key) (ok bool, err error)
 	// Override returns the per-user limit; ok is false if none is set.
 	Override(ctx context.Context, key Key) (limit int, ok bool, err error)
+	// Totals counts the users holding live leases in a zone, and the
+	// leases. It walks every user: for operators, not for the hot path.
+	Totals(ctx context.Context, zone string) (Totals, error)
 	// SharedSecret returns the secret every user of the store shares for
 	// stream ids (see NewID): the first proposal the store sees, kept.
 	SharedSecret(ctx context.Context, proposal []byte) ([]byte, error)
@@ -114,6 +117,12 @@ type Store interface {
 // stream whose lease is ttl: long enough that a player retrying the id keeps
 // hearing "revoked" rather than being admitted afresh.
 func TombstoneTTL(ttl time.Duration) time.Duration { return 10 * ttl }
+
+// Totals are a zone's live users and streams.
+type Totals struct {
+	Users   int `json:"users"`
+	Streams int `json:"streams"`
+}
 
 // Clock tells a store the time; tests inject one to drive expiry.
 type Clock func() time.Time

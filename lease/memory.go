@@ -351,6 +351,33 @@ func (s *MemoryStore) withUser(ctx context.Context, key Key, create bool, fn fun
 	return nil
 }
 
+// Totals implements Store.
+func (s *MemoryStore) Totals(ctx context.Context, zone string) (Totals, error) {
+	var t Totals
+	now := s.clock().UnixNano()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for key, u := range sh.users {
+			if key.Zone != zone {
+				continue
+			}
+			live := 0
+			for _, l := range u.leases {
+				if l.expires > now {
+					live++
+				}
+			}
+			if live > 0 {
+				t.Users++
+				t.Streams += live
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return t, ctx.Err()
+}
+
 // SharedSecret implements Store.
 func (s *MemoryStore) SharedSecret(ctx context.Context, proposal []byte) ([]byte, error) {
 	if len(proposal) == 0 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,12 +84,7 @@ func (s *RedisStore) keys(key Key) []string {
 	return []string{base + ":l", base + ":t", base + ":o"}
 }
 
-func (s *RedisStore) offsetMS() int64 {
-	if s.offset == nil {
-		return 0
-	}
-	return s.offset().Milliseconds()
-}
+func (s *RedisStore) offsetMS() int64 { return s.offsetOrZero().Milliseconds() }
 
 // packID turns a stream id into the 16 bytes stored in Redis.
 func packID(id string) (string, error) {
@@ -284,6 +280,60 @@ func (s *RedisStore) Override(ctx context.Context, key Key) (int, bool, error) {
 		return 0, false, err
 	}
 	return n, true, nil
+}
+
+// Totals implements Store: it scans the zone's keys (on every master of a
+// Cluster) and counts their live members.
+func (s *RedisStore) Totals(ctx context.Context, zone string) (Totals, error) {
+	now, err := s.client.Time(ctx).Result()
+	if err != nil {
+		return Totals{}, err
+	}
+	min := "(" + fmt.Sprint(now.Add(s.offsetOrZero()).UnixMilli())
+	pattern := globEscape(s.prefix) + "{" + tagEncoding.EncodeToString([]byte(zone)) + ".*}:l"
+	var mu sync.Mutex
+	var t Totals
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			n, err := c.ZCount(ctx, iter.Val(), min, "+inf").Result()
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				mu.Lock()
+				t.Users++
+				t.Streams += int(n)
+				mu.Unlock()
+			}
+		}
+		return iter.Err()
+	}
+	if cluster, ok := s.client.(*redis.ClusterClient); ok {
+		err = cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, s.client)
+	}
+	return t, err
+}
+
+func (s *RedisStore) offsetOrZero() time.Duration {
+	if s.offset == nil {
+		return 0
+	}
+	return s.offset()
+}
+
+// globEscape quotes the characters SCAN MATCH treats as wildcards.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // SharedSecret implements Store: the first proposal is kept under

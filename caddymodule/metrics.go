@@ -1,0 +1,116 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamlimit/caddy-streamlimit/lease"
+)
+
+// Release causes, as metrics labels and in stream_ended events.
+const (
+	causeClose         = "close"
+	causeConnectionEnd = "connection_end"
+	causeExpiry        = "expiry"
+	causeKick          = "kick"
+	causeEviction      = "eviction"
+)
+
+// metrics are created once and registered in every config's registry: each
+// reload brings a new registry, and registering once would leave the new
+// one without them.
+var metrics = struct {
+	once          sync.Once
+	admitted      *prometheus.CounterVec
+	denied        *prometheus.CounterVec
+	dryRunDenied  *prometheus.CounterVec
+	released      *prometheus.CounterVec
+	active        *prometheus.GaugeVec
+	storeDuration *prometheus.HistogramVec
+	storeErrors   *prometheus.CounterVec
+}{}
+
+func initMetrics(registry *prometheus.Registry) error {
+	const ns, sub = "caddy", "stream_limit"
+	metrics.once.Do(func() {
+		metrics.admitted = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "admitted_total",
+			Help: "Streams admitted: new starts and lapsed streams re-admitted.",
+		}, []string{"zone"})
+		metrics.denied = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "denied_total",
+			Help: "Requests refused, by reason (limit, missing_user, bad_user, bad_stream_id, stream_not_found, revoked, bad_limit, store_error).",
+		}, []string{"zone", "reason"})
+		metrics.dryRunDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "dry_run_denied_total",
+			Help: "Starts that dry_run let through but would have refused at the limit.",
+		}, []string{"zone"})
+		metrics.released = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "released_total",
+			Help: "Streams ended, by cause (close, connection_end, expiry, kick, eviction).",
+		}, []string{"zone", "cause"})
+		metrics.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "active_streams",
+			Help: "Streams admitted minus streams ended, as seen by this instance (sum it over a fleet).",
+		}, []string{"zone"})
+		metrics.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "store_duration_seconds",
+			Help:    "Latency of lease store calls, by operation.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}, []string{"zone", "op"})
+		metrics.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "store_errors_total",
+			Help: "Lease store calls that failed (unreachable, timed out), by operation.",
+		}, []string{"zone", "op"})
+	})
+	for _, c := range []prometheus.Collector{metrics.admitted, metrics.denied, metrics.dryRunDenied, metrics.released, metrics.active, metrics.storeDuration, metrics.storeErrors} {
+		if err := registry.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return err
+		}
+	}
+	return nil
+}
+
+// meteredStore times every call of a zone's store and counts its failures.
+// Answers that are part of the contract (not found, revoked, bad request)
+// are not failures.
+type meteredStore struct {
+	lease.Store
+	zone string
+}
+
+func (s meteredStore) observe(op string, began time.Time, err error) {
+	metrics.storeDuration.WithLabelValues(s.zone, op).Observe(time.Since(began).Seconds())
+	if err != nil && !errors.Is(err, lease.ErrNotFound) && !errors.Is(err, lease.ErrRevoked) && !errors.Is(err, lease.ErrBadRequest) {
+		metrics.storeErrors.WithLabelValues(s.zone, op).Inc()
+	}
+}
+
+func (s meteredStore) Acquire(ctx context.Context, req lease.AcquireRequest) (d lease.Decision, err error) {
+	defer func(began time.Time) { s.observe("acquire", began, err) }(time.Now())
+	return s.Store.Acquire(ctx, req)
+}
+
+func (s meteredStore) Renew(ctx context.Context, key lease.Key, id string, ttl time.Duration) (l lease.Lease, err error) {
+	defer func(began time.Time) { s.observe("renew", began, err) }(time.Now())
+	return s.Store.Renew(ctx, key, id, ttl)
+}
+
+func (s meteredStore) Release(ctx context.Context, key lease.Key, id string) (err error) {
+	defer func(began time.Time) { s.observe("release", began, err) }(time.Now())
+	return s.Store.Release(ctx, key, id)
+}
+
+func (s meteredStore) Revoke(ctx context.Context, key lease.Key, id string, ttl time.Duration) (err error) {
+	defer func(began time.Time) { s.observe("revoke", began, err) }(time.Now())
+	return s.Store.Revoke(ctx, key, id, ttl)
+}
+
+func (s meteredStore) List(ctx context.Context, key lease.Key) (l []lease.Lease, err error) {
+	defer func(began time.Time) { s.observe("list", began, err) }(time.Now())
+	return s.Store.List(ctx, key)
+}
