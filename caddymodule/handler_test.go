@@ -548,6 +548,8 @@ func TestDryRunRefusesNothing(t *testing.T) {
 	}
 	reverse_proxy {upstream}`)
 	first := p.start("/a.m3u8", "alice")
+	const counter = `caddy_stream_limit_dry_run_denied_total{zone="default"}`
+	before := p.scrape()[counter]
 	for range 3 {
 		resp, body := p.do(http.MethodGet, "/a.m3u8", "alice")
 		if resp.StatusCode != http.StatusOK || body != "ok /a.m3u8" || resp.Header.Get("Stream-Limit-Dry-Run") != "stream_limit_exceeded" {
@@ -560,6 +562,9 @@ func TestDryRunRefusesNothing(t *testing.T) {
 	}
 	if l := p.listed("/streams", "alice"); len(l) != 1 {
 		t.Fatalf("dry run took %d slots, want 1", len(l))
+	}
+	if got := p.scrape()[counter] - before; got != 3 {
+		t.Fatalf("dry-run refusals counted: %v, want 3", got)
 	}
 }
 
