@@ -328,3 +328,15 @@ func (o *origin) paths() []string {
 	})
 	return out
 }
+
+// newOriginFunc serves fn on a free loopback port and returns its address.
+func newOriginFunc(t testing.TB, fn http.HandlerFunc) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: fn}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
