@@ -266,9 +266,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
 	}
-	if id != "" && (r.Method == http.MethodDelete || h.session()) {
+	if id != "" && (r.Method == http.MethodDelete || h.session()) && h.zone.lookup(streamRef{key, id}) == nil {
 		// Ids carry proof of their owner: one not issued to this user (forged,
-		// or another user's) is no stream of theirs, live or lapsed.
+		// or another user's) is no stream of theirs, live or lapsed. (A
+		// stream known here was checked when it was first seen.)
 		secret, err := h.secret(r)
 		if err != nil {
 			return h.storeFailed(w, r, next, streamRef{key, id}, 0, err)
@@ -300,6 +301,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) secret(r *http.Request) ([]byte, error) {
 	if h.secretKey != nil {
 		return h.secretKey, nil
+	}
+	if s := h.zone.secret.Load(); s != nil {
+		return *s, nil
 	}
 	ctx, cancel := h.storeContext(r)
 	defer cancel()
@@ -402,24 +406,8 @@ func (h *Handler) renew(ctx context.Context, ref streamRef, limit int) (lease.De
 // while it is in flight and cutting it if the stream is revoked meanwhile.
 // In connection mode the stream ends with the request.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, confirmed bool) error {
-	// Cutting cancels the request's context: reverse_proxy stops and aborts
-	// the response. (A write deadline would also stop handlers that ignore
-	// the context, but Caddy's response writers may not be touched from
-	// another goroutine.)
 	ctx, cancel := context.WithCancelCause(r.Context())
-	ls, f, revoked := h.zone.enter(ref, flight{
-		ttl:       h.ttl(),
-		confirmed: confirmed,
-		cut:       func() { cancel(errStreamCut) },
-		renew: func(ctx context.Context) error {
-			d, err := h.renew(ctx, ref, limit)
-			if err == nil && !d.Admitted {
-				err = errAtLimit
-			}
-			return err
-		},
-		logger: h.logger,
-	})
+	ls, f, revoked := h.zone.enter(ref, flight{handler: h, limit: limit, confirmed: confirmed, cancel: cancel})
 	if revoked {
 		cancel(nil)
 		return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
@@ -435,8 +423,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	w.Header().Set(StreamIDHeader, ref.id)
 	return next.ServeHTTP(w, r.WithContext(ctx))
 }
-
-var errStreamCut = errors.New("stream revoked")
 
 // release frees a stream's slot in the store and forgets it here.
 func (h *Handler) release(ref streamRef) {

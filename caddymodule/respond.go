@@ -187,9 +187,30 @@ func parseStreamID(s string) (string, error) {
 	if len(s) != 36 {
 		return "", errBadStreamID
 	}
+	if isCanonicalUUID(s) {
+		return s, nil // the common case, with no allocation
+	}
 	u, err := uuid.Parse(s)
 	if err != nil {
 		return "", errBadStreamID
 	}
 	return u.String(), nil
+}
+
+// isCanonicalUUID reports whether s is a UUID in lower-case hyphenated form.
+func isCanonicalUUID(s string) bool {
+	for i := range len(s) {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -30,7 +30,7 @@ type zone struct {
 	streams map[streamRef]*localStream
 
 	secretMu sync.Mutex
-	secret   []byte
+	secret   atomic.Pointer[[]byte]
 
 	// emitter sends Caddy events; the latest handler provisioned for the
 	// zone installs its own, so events outlive a reload.
@@ -83,16 +83,20 @@ func (z *zone) denied(user, reason string, extra map[string]any) {
 
 // sharedSecret returns the store's shared id secret, asking the store once.
 func (z *zone) sharedSecret(ctx context.Context) ([]byte, error) {
+	if s := z.secret.Load(); s != nil {
+		return *s, nil
+	}
 	z.secretMu.Lock()
 	defer z.secretMu.Unlock()
-	if z.secret == nil {
-		s, err := z.store.SharedSecret(ctx, lease.NewSecret())
-		if err != nil {
-			return nil, err
-		}
-		z.secret = s
+	if s := z.secret.Load(); s != nil {
+		return *s, nil
 	}
-	return z.secret, nil
+	s, err := z.store.SharedSecret(ctx, lease.NewSecret())
+	if err != nil {
+		return nil, err
+	}
+	z.secret.Store(&s)
+	return s, nil
 }
 
 type streamRef struct {
@@ -146,10 +150,10 @@ type localStream struct {
 	revoked   bool // kicked or evicted: refuse it, cut it
 	ended     bool // closed, or its connection ended: renew nothing more
 	keepalive *time.Timer
-	logger    *zap.Logger
-	// renew asks the store to extend the lease, re-admitting it if it
-	// lapsed; it is the handler's, so that it applies the handler's limit.
-	renew func(context.Context) error
+	// handler and limit are those of the request that entered last: the
+	// keepalive renews with them.
+	handler *Handler
+	limit   int
 
 	// renewing is held by a keepalive's store call and by the stream's end,
 	// so that a renewal already under way cannot bring back a lease that
@@ -159,20 +163,24 @@ type localStream struct {
 
 // inflight is one request of a stream that is being served.
 type inflight struct {
-	mu   sync.Mutex
-	done bool
-	cut  func()
+	mu     sync.Mutex
+	done   bool
+	cancel context.CancelCauseFunc // of the request's context
 }
 
-// cutNow cuts the request unless it has already finished: cutting a
-// finished request would cut whatever its connection serves next.
+// cutNow cuts the request unless it has already finished. Cutting cancels
+// the request's context: reverse_proxy stops and aborts the response. (A
+// write deadline would also stop handlers that ignore the context, but
+// Caddy's response writers may not be touched from another goroutine.)
 func (f *inflight) cutNow() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.done {
-		f.cut()
+		f.cancel(errStreamCut)
 	}
 }
+
+var errStreamCut = errors.New("stream revoked")
 
 func (f *inflight) finish() {
 	f.mu.Lock()
@@ -200,18 +208,17 @@ func (z *zone) forget(ref streamRef) {
 
 // flight describes a request about to be served as part of a stream.
 type flight struct {
-	ttl       time.Duration
+	handler   *Handler
+	limit     int
 	confirmed bool // the store has just confirmed the lease
-	cut       func()
-	renew     func(context.Context) error
-	logger    *zap.Logger
+	cancel    context.CancelCauseFunc
 }
 
 // enter registers a request in flight, creating the stream's local state
 // if needed, in one step: neither a revocation nor the idle sweep can slip
 // between finding the stream and registering the request. It refuses
-// (revoked) a stream revoked meanwhile. The first request in flight starts
-// the keepalive.
+// (revoked) a stream revoked meanwhile. A request in flight with no
+// keepalive running starts one.
 func (z *zone) enter(ref streamRef, fl flight) (ls *localStream, f *inflight, revoked bool) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
@@ -225,9 +232,9 @@ func (z *zone) enter(ref streamRef, fl flight) (ls *localStream, f *inflight, re
 	if ls.revoked {
 		return ls, nil, true
 	}
-	f = &inflight{cut: fl.cut}
+	f = &inflight{cancel: fl.cancel}
 	ls.inflight[f] = struct{}{}
-	ls.ttl, ls.renew, ls.logger, ls.ended = fl.ttl, fl.renew, fl.logger, false
+	ls.ttl, ls.handler, ls.limit, ls.ended = fl.handler.ttl(), fl.handler, fl.limit, false
 	if fl.confirmed {
 		ls.confirmed = now()
 	}
@@ -237,16 +244,14 @@ func (z *zone) enter(ref streamRef, fl flight) (ls *localStream, f *inflight, re
 	return ls, f, false
 }
 
-// leave unregisters a request; the last one stops the keepalive.
+// leave unregisters a request. The keepalive stays: a stream whose short
+// requests follow each other (segments) keeps one timer rather than making
+// one per request; it stops itself when it finds nothing in flight.
 func (ls *localStream) leave(f *inflight) {
 	f.finish()
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	delete(ls.inflight, f)
-	if len(ls.inflight) == 0 && ls.keepalive != nil {
-		ls.keepalive.Stop()
-		ls.keepalive = nil
-	}
 }
 
 // end marks the stream ended and runs release, after any renewal under way
@@ -256,6 +261,10 @@ func (ls *localStream) end(release func()) {
 	defer ls.renewing.Unlock()
 	ls.mu.Lock()
 	ls.ended = true
+	if ls.keepalive != nil {
+		ls.keepalive.Stop()
+		ls.keepalive = nil
+	}
 	ls.mu.Unlock()
 	release()
 }
@@ -292,17 +301,26 @@ func (ls *localStream) keepAlive() {
 		ls.mu.Unlock()
 		return
 	}
+	if len(ls.inflight) == 0 {
+		ls.keepalive = nil // nothing to keep alive; the next request restarts it
+		ls.mu.Unlock()
+		return
+	}
 	if ls.revoked {
 		ls.mu.Unlock()
 		ls.cutAll()
 		return
 	}
-	renew, logger, ttl := ls.renew, ls.logger, ls.ttl
+	h, limit, ttl := ls.handler, ls.limit, ls.ttl
+	logger := h.logger
 	ls.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), renewEvery(ttl))
-	err := renew(ctx)
+	d, err := h.renew(ctx, ls.ref, limit)
 	cancel()
+	if err == nil && !d.Admitted {
+		err = errAtLimit
+	}
 	switch {
 	case err == nil:
 		ls.confirm()

@@ -1,0 +1,60 @@
+package caddymodule
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// BenchmarkContinuation measures what the handler adds to a request that
+// continues a live session stream (the request every segment of every
+// playback makes): no store call, since renewals are coalesced.
+func BenchmarkContinuation(b *testing.B) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{Zone: "bench", Mode: ModeSession}
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer h.Cleanup()
+	nop := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+
+	request := func(id string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/hls/seg00.ts", nil)
+		r.Header.Set("X-User-Id", "viewer")
+		if id != "" {
+			r.Header.Set(StreamIDHeader, id)
+		}
+		return r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddyhttp.NewTestReplacer(r)))
+	}
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, request(""), nop); err != nil {
+		b.Fatal(err)
+	}
+	id := w.Header().Get(StreamIDHeader)
+	r := request(id)
+	hdr := http.Header{}
+	rw := headerOnly{hdr}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		clear(hdr)
+		if err := h.ServeHTTP(rw, r, nop); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if hdr.Get(StreamIDHeader) != id {
+		b.Fatalf("continuation answered %v", hdr)
+	}
+}
+
+// headerOnly is a response writer that keeps headers and drops the rest.
+type headerOnly struct{ h http.Header }
+
+func (w headerOnly) Header() http.Header         { return w.h }
+func (w headerOnly) Write(b []byte) (int, error) { return len(b), nil }
+func (w headerOnly) WriteHeader(int)             {}
