@@ -31,6 +31,7 @@ var (
 	caddyBin = flag.String("caddy", "", "the Caddy binary with stream_limit (built by make bench)")
 	duration = flag.Duration("duration", 8*time.Second, "how long each measurement runs")
 	workers  = flag.Int("workers", 32, "concurrent clients")
+	rounds   = flag.Int("rounds", 3, "measurements of each target per scenario, interleaved; the median is reported")
 	users    = flag.Int("users", 1000, "users in the steady-playback scenario, 3 streams each")
 )
 
@@ -87,25 +88,29 @@ func main() {
 	fmt.Println()
 	fmt.Println("| target | req/s | vs plain | p50 | p99 | p99 added | store calls per request |")
 	fmt.Println("|---|---|---|---|---|---|---|")
-	var base result
+	ids := map[*target][]string{}
+	calls := map[*target]int64{}
 	for _, t := range targets {
-		ids := t.startStreams(*users, 3)
-		calls := t.redisCalls()
-		r := load(func(rng *rand.Rand) *http.Request {
-			i := rng.IntN(len(ids))
+		ids[t] = t.startStreams(*users, 3)
+		calls[t] = t.redisCalls()
+	}
+	res := measure(targets, func(t *target) (func(*rand.Rand) *http.Request, int) {
+		return func(rng *rand.Rand) *http.Request {
+			i := rng.IntN(len(ids[t]))
 			req, _ := http.NewRequest(http.MethodGet, "http://"+t.addr+"/s/seg.ts", nil)
 			req.Header.Set("X-User-Id", "steady-"+strconv.Itoa(i/3))
-			if ids[i] != "" {
-				req.Header.Set("Stream-Id", ids[i])
+			if ids[t][i] != "" {
+				req.Header.Set("Stream-Id", ids[t][i])
 			}
 			return req
-		}, http.StatusOK)
-		if t == plain {
-			base = r
-		}
+		}, http.StatusOK
+	})
+	base := res[plain]
+	for _, t := range targets {
+		r := res[t]
 		perReq := "-"
 		if t.redis != "" {
-			perReq = fmt.Sprintf("%.4f", float64(t.redisCalls()-calls)/float64(r.n))
+			perReq = fmt.Sprintf("%.4f", float64(t.redisCalls()-calls[t])/float64(r.total))
 		}
 		fmt.Printf("| %s | %.0f | %.3fx | %v | %v | %v | %s |\n", t.name, r.rps, r.rps/base.rps, r.p50, r.p99, r.p99-base.p99, perReq)
 	}
@@ -117,15 +122,16 @@ func main() {
 	fmt.Println()
 	fmt.Println("| target | req/s | vs plain | p50 | p99 | p99 added |")
 	fmt.Println("|---|---|---|---|---|---|")
-	for _, t := range targets {
-		r := load(func(rng *rand.Rand) *http.Request {
+	res = measure(targets, func(t *target) (func(*rand.Rand) *http.Request, int) {
+		return func(rng *rand.Rand) *http.Request {
 			req, _ := http.NewRequest(http.MethodGet, "http://"+t.addr+"/c/seg.ts", nil)
 			req.Header.Set("X-User-Id", "churn-"+strconv.Itoa(rng.IntN(1_000_000)))
 			return req
-		}, http.StatusOK)
-		if t == plain {
-			base = r
-		}
+		}, http.StatusOK
+	})
+	base = res[plain]
+	for _, t := range targets {
+		r := res[t]
 		fmt.Printf("| %s | %.0f | %.3fx | %v | %v | %v |\n", t.name, r.rps, r.rps/base.rps, r.p50, r.p99, r.p99-base.p99)
 	}
 	fmt.Println()
@@ -136,26 +142,28 @@ func main() {
 	fmt.Println()
 	fmt.Println("| target | answers/s | vs plain proxying | p50 | p99 |")
 	fmt.Println("|---|---|---|---|---|")
-	for _, t := range targets {
-		const stormUsers = 100
+	const stormUsers = 100
+	for _, t := range targets[1:] {
+		for u := range stormUsers {
+			for range 3 {
+				t.get("/s/index.m3u8", "storm-"+strconv.Itoa(u), "")
+			}
+		}
+	}
+	res = measure(targets, func(t *target) (func(*rand.Rand) *http.Request, int) {
 		want := http.StatusTooManyRequests
 		if t == plain {
 			want = http.StatusOK
-		} else {
-			for u := range stormUsers {
-				for range 3 {
-					t.get("/s/index.m3u8", "storm-"+strconv.Itoa(u), "")
-				}
-			}
 		}
-		r := load(func(rng *rand.Rand) *http.Request {
+		return func(rng *rand.Rand) *http.Request {
 			req, _ := http.NewRequest(http.MethodGet, "http://"+t.addr+"/s/index.m3u8", nil)
 			req.Header.Set("X-User-Id", "storm-"+strconv.Itoa(rng.IntN(stormUsers)))
 			return req
-		}, want)
-		if t == plain {
-			base = r
-		}
+		}, want
+	})
+	base = res[plain]
+	for _, t := range targets {
+		r := res[t]
 		fmt.Printf("| %s | %.0f | %.3fx | %v | %v |\n", t.name, r.rps, r.rps/base.rps, r.p50, r.p99)
 	}
 	fmt.Println()
@@ -258,8 +266,34 @@ func (t *target) redisCalls() int64 {
 
 type result struct {
 	n        int
+	total    int // requests over every round
 	rps      float64
 	p50, p99 time.Duration
+}
+
+// measure runs each target *rounds times, interleaved so that drift on a
+// shared machine hits every target alike, and keeps each target's median
+// round (by requests per second).
+func measure(targets []*target, work func(*target) (func(*rand.Rand) *http.Request, int)) map[*target]result {
+	all := map[*target][]result{}
+	for range *rounds {
+		for _, t := range targets {
+			next, want := work(t)
+			all[t] = append(all[t], load(next, want))
+		}
+	}
+	out := map[*target]result{}
+	for t, rs := range all {
+		total := 0
+		for _, r := range rs {
+			total += r.n
+		}
+		slices.SortFunc(rs, func(a, b result) int { return int(a.rps - b.rps) })
+		m := rs[len(rs)/2]
+		m.total = total
+		out[t] = m
+	}
+	return out
 }
 
 // load runs *workers closed-loop clients for *duration and checks every

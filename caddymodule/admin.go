@@ -59,9 +59,9 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 	if len(segs) < 2 || segs[0] != "zones" {
 		return apiError(http.StatusNotFound, "no such resource; see /stream_limit/zones/{zone}")
 	}
-	z := findZone(segs[1])
-	if z == nil {
-		return apiError(http.StatusNotFound, "unknown zone %q (no stream_limit handler uses it)", segs[1])
+	z, err := findZone(segs[1])
+	if err != nil {
+		return err
 	}
 	if len(segs) == 2 {
 		return a.zoneTotals(w, r, z)
@@ -85,17 +85,23 @@ func (a *Admin) serve(w http.ResponseWriter, r *http.Request) error {
 }
 
 // findZone returns the zone of that name in this process, if any handler
-// uses it.
-func findZone(name string) *zone {
-	var found *zone
+// uses it; handlers that give one zone name different stores make it
+// ambiguous.
+func findZone(name string) (*zone, error) {
+	var found []*zone
 	zones.Range(func(k, v any) bool {
 		if k.(zoneKey).name == name {
-			found = v.(*zone)
-			return false
+			found = append(found, v.(*zone))
 		}
 		return true
 	})
-	return found
+	switch len(found) {
+	case 0:
+		return nil, apiError(http.StatusNotFound, "unknown zone %q (no stream_limit handler uses it)", name)
+	case 1:
+		return found[0], nil
+	}
+	return nil, apiError(http.StatusConflict, "zone %q is used with %d different stores; give each its own zone name", name, len(found))
 }
 
 func onlyMethod(r *http.Request, methods ...string) error {

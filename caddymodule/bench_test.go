@@ -58,3 +58,28 @@ type headerOnly struct{ h http.Header }
 func (w headerOnly) Header() http.Header         { return w.h }
 func (w headerOnly) Write(b []byte) (int, error) { return len(b), nil }
 func (w headerOnly) WriteHeader(int)             {}
+
+// BenchmarkChurn measures a connection-mode stream's whole life on the
+// memory store: admit, serve, release.
+func BenchmarkChurn(b *testing.B) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{Zone: "churn"}
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer h.Cleanup()
+	nop := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+	r := httptest.NewRequest(http.MethodGet, "/v.mp4", nil)
+	r.Header.Set("X-User-Id", "viewer")
+	r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddyhttp.NewTestReplacer(r)))
+	hdr := http.Header{}
+	rw := headerOnly{hdr}
+	b.ReportAllocs()
+	for range b.N {
+		clear(hdr)
+		if err := h.ServeHTTP(rw, r, nop); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

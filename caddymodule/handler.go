@@ -247,6 +247,12 @@ func (h *Handler) ttl() time.Duration { return time.Duration(h.Lease) }
 
 // ServeHTTP admits, continues or closes a stream, or refuses the request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	// The path token is stripped first, whatever happens next: the origin
+	// never sees it as a path, not even in a CORS preflight.
+	carried, err := takeStreamID(r, h.PathToken)
+	if err != nil {
+		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
+	}
 	if r.Method == http.MethodOptions {
 		return next.ServeHTTP(w, r) // CORS preflights are not playback
 	}
@@ -260,21 +266,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	key := lease.Key{Zone: h.Zone, User: user}
 
-	// The path token is stripped here, whatever happens next: the origin
-	// never sees it as a path.
-	id, err := takeStreamID(r, h.PathToken)
-	if err != nil {
-		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
-	}
+	id := carried.id
 	if id != "" && (r.Method == http.MethodDelete || h.session()) && h.zone.lookup(streamRef{key, id}) == nil {
 		// Ids carry proof of their owner: one not issued to this user (forged,
 		// or another user's) is no stream of theirs, live or lapsed. (A
 		// stream known here was checked when it was first seen.)
-		secret, err := h.secret(r)
-		if err != nil {
-			return h.storeFailed(w, r, next, streamRef{key, id}, 0, err)
-		}
-		if !lease.VerifyID(secret, key, id) {
+		ok, err := h.verify(r, key, id)
+		switch {
+		case err != nil && r.Method == http.MethodDelete:
+			return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
+		case err != nil:
+			return h.storeFailed(w, r, next, streamRef{key, id}, DefaultLimit, err)
+		case !ok && carried.fromCookie:
+			id = "" // a stale or foreign cookie names no stream: start afresh
+		case !ok:
 			return h.refuse(w, r, http.StatusNotFound, errorBody{Error: "stream_not_found"})
 		}
 	}
@@ -296,18 +301,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return h.start(w, r, next, key, limit)
 }
 
-// secret is the key that binds stream ids to their users: the configured
-// one, or the one the zone's store shares.
+// secret is the key that binds new stream ids to their users: the
+// configured one, or the one the zone's store shares.
 func (h *Handler) secret(r *http.Request) ([]byte, error) {
 	if h.secretKey != nil {
 		return h.secretKey, nil
 	}
-	if s := h.zone.secret.Load(); s != nil {
-		return *s, nil
+	if s := h.zone.secrets.Load(); s != nil {
+		return (*s)[0], nil
 	}
 	ctx, cancel := h.storeContext(r)
 	defer cancel()
 	return h.zone.sharedSecret(ctx)
+}
+
+// verify reports whether id was issued to key. With a shared secret, an id
+// that no secret known here accepts makes the zone read the store's secret
+// again (at most once a second): after the store lost its data, instances
+// that started since may have installed a new one.
+func (h *Handler) verify(r *http.Request, key lease.Key, id string) (bool, error) {
+	if h.secretKey != nil {
+		return lease.VerifyID(h.secretKey, key, id), nil
+	}
+	if _, err := h.secret(r); err != nil {
+		return false, err
+	}
+	if h.zone.verify(key, id) {
+		return true, nil
+	}
+	ctx, cancel := h.storeContext(r)
+	defer cancel()
+	if refreshed, err := h.zone.refreshSecret(ctx); err != nil || !refreshed {
+		return false, err
+	}
+	return h.zone.verify(key, id), nil
 }
 
 // start admits a new stream, or refuses it at the limit.
@@ -317,6 +344,12 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.storeFailed(w, r, next, streamRef{key, lease.NewID(lease.NewSecret(), key)}, limit, err)
 	}
 	ref := streamRef{key, lease.NewID(secret, key)}
+	if h.PathToken && h.session() && r.Method == http.MethodHead {
+		// A probe takes no slot: the player's first GET of the tokenized URL
+		// admits the stream, as a lapsed stream's return would.
+		h.redirectToToken(w, r, ref.id)
+		return nil
+	}
 	policy := h.policy
 	if h.DryRun {
 		policy = lease.Deny // a dry run evicts nobody
@@ -336,24 +369,33 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.atLimit(w, r, next, d)
 	}
 	h.zone.admitted(ref)
-	if h.PathToken && h.session() && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		// Send the player to the same URL with the stream's token in its
-		// path: every relative playlist and segment URL it resolves from
-		// there carries the token, with no change to the player.
-		w.Header().Set(StreamIDHeader, ref.id)
-		w.Header().Set("Location", withPathToken(r.URL, ref.id))
-		if isManifest(r.URL.Path) {
-			// Some players (ffmpeg's DASH demuxer) resolve segment URLs
-			// against the manifest URL they asked for, not the one they
-			// were sent to; they do keep cookies, so the id rides in one
-			// too, scoped to the directory, for the segments only.
-			http.SetCookie(w, &http.Cookie{Name: StreamIDCookie, Value: ref.id, Path: dirOf(r.URL.Path), HttpOnly: true, SameSite: http.SameSiteLaxMode})
-		}
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusTemporaryRedirect)
+	if h.PathToken && h.session() && r.Method == http.MethodGet {
+		h.redirectToToken(w, r, ref.id)
 		return nil
 	}
 	return h.serve(w, r, next, ref, limit, true)
+}
+
+// redirectToToken sends the player to the same URL with the stream's token
+// in its path: every relative playlist and segment URL it resolves from
+// there carries the token, with no change to the player. The Location is
+// relative, so it holds whatever rewrite or handle_path ran before us.
+func (h *Handler) redirectToToken(w http.ResponseWriter, r *http.Request, id string) {
+	w.Header().Set(StreamIDHeader, id)
+	w.Header().Set("Location", tokenLocation(r.URL, id))
+	w.Header().Set("Cache-Control", "no-store")
+	if isManifest(r.URL.Path) {
+		// Some players (ffmpeg's DASH demuxer) resolve segment URLs against
+		// the manifest URL they asked for, not the one they were sent to;
+		// they do keep cookies, so the id rides in one too, scoped to the
+		// directory the client asked for, for the segments only.
+		clientPath := r.URL.Path
+		if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
+			clientPath = orig.URL.Path
+		}
+		http.SetCookie(w, &http.Cookie{Name: StreamIDCookie, Value: id, Path: dirOf(clientPath), HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	}
+	w.WriteHeader(http.StatusTemporaryRedirect)
 }
 
 // continueStream serves a request that carries a stream id (session mode):

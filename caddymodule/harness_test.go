@@ -213,6 +213,24 @@ func (p *proxy) reload(site string) {
 		b, _ := io.ReadAll(resp.Body)
 		p.t.Fatalf("POST /load: %s: %s", resp.Status, b)
 	}
+	// A connection accepted while the old server hands over may be closed
+	// unanswered; wait until the new config answers.
+	eventually(p.t, "the reloaded config answers", func() bool {
+		r, err := client.Do(mustRequest(http.MethodOptions, p.url("/")))
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return true
+	})
+}
+
+func mustRequest(method, url string) *http.Request {
+	r, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		panic(err)
+	}
+	return r
 }
 
 func (p *proxy) url(path string) string { return "http://" + p.addr + path }

@@ -55,7 +55,7 @@ func initMetrics(registry *prometheus.Registry) error {
 		}, []string{"zone", "cause"})
 		metrics.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "active_streams",
-			Help: "Streams admitted minus streams ended, as seen by this instance (sum it over a fleet).",
+			Help: "Streams this instance served within their last lease (sum it over a fleet).",
 		}, []string{"zone"})
 		metrics.storeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "store_duration_seconds",
@@ -113,4 +113,29 @@ func (s meteredStore) Revoke(ctx context.Context, key lease.Key, id string, ttl 
 func (s meteredStore) List(ctx context.Context, key lease.Key) (l []lease.Lease, err error) {
 	defer func(began time.Time) { s.observe("list", began, err) }(time.Now())
 	return s.Store.List(ctx, key)
+}
+
+func (s meteredStore) Totals(ctx context.Context, zone string) (t lease.Totals, err error) {
+	defer func(began time.Time) { s.observe("totals", began, err) }(time.Now())
+	return s.Store.Totals(ctx, zone)
+}
+
+func (s meteredStore) SharedSecret(ctx context.Context, proposal []byte) (b []byte, err error) {
+	defer func(began time.Time) { s.observe("secret", began, err) }(time.Now())
+	return s.Store.SharedSecret(ctx, proposal)
+}
+
+func (s meteredStore) Override(ctx context.Context, key lease.Key) (n int, ok bool, err error) {
+	defer func(began time.Time) { s.observe("override", began, err) }(time.Now())
+	return s.Store.Override(ctx, key)
+}
+
+func (s meteredStore) SetOverride(ctx context.Context, key lease.Key, limit int) (err error) {
+	defer func(began time.Time) { s.observe("override", began, err) }(time.Now())
+	return s.Store.SetOverride(ctx, key, limit)
+}
+
+func (s meteredStore) ClearOverride(ctx context.Context, key lease.Key) (ok bool, err error) {
+	defer func(began time.Time) { s.observe("override", began, err) }(time.Now())
+	return s.Store.ClearOverride(ctx, key)
 }

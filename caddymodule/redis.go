@@ -55,6 +55,9 @@ type RedisStore struct {
 	Password string `json:"password,omitempty"`
 	// DB selects the database; standalone and Sentinel only. Default 0.
 	DB int `json:"db,omitempty"`
+	// Cluster treats a single address as a Cluster's configuration endpoint
+	// (as managed services offer); several addresses always mean a Cluster.
+	Cluster bool `json:"cluster,omitempty"`
 	// MasterName, when set, makes Addresses sentinels that name the master.
 	MasterName string `json:"master_name,omitempty"`
 	// SentinelUsername and SentinelPassword authenticate to the sentinels.
@@ -182,6 +185,7 @@ func (r *RedisStore) clientOptions() (*redis.UniversalOptions, error) {
 		Password:         r.Password,
 		DB:               r.DB,
 		MasterName:       r.MasterName,
+		IsClusterMode:    r.Cluster,
 		SentinelUsername: r.SentinelUsername,
 		SentinelPassword: r.SentinelPassword,
 		PoolSize:         r.PoolSize,
@@ -237,6 +241,7 @@ func (s pooledRedisStore) Close() error {
 //
 //	store redis {
 //		address           <host:port>...   # several: cluster, or sentinels with master_name
+//		cluster                            # one address that is a Cluster endpoint
 //		username          <name>
 //		password          <password>
 //		db                <n>
@@ -268,6 +273,11 @@ func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("store redis: %s: want host:port", opt)
 			}
 			r.Addresses = append(r.Addresses, args...)
+		case "cluster":
+			if d.NextArg() {
+				return d.Errf("store redis: cluster: takes no argument, got %q", d.Val())
+			}
+			r.Cluster = true
 		case "tls":
 			if d.NextArg() {
 				return d.Errf("store redis: tls: takes a block, not %q", d.Val())

@@ -97,16 +97,24 @@ var errBadStreamID = errors.New("malformed stream id")
 // PathTokenPrefix starts the path segment that carries a stream id.
 const PathTokenPrefix = "~sl-"
 
+// carriedID is the stream id a request carries, and whether it came only
+// from the cookie (which a stale or foreign value must not make fail).
+type carriedID struct {
+	id         string
+	fromCookie bool
+}
+
 // takeStreamID returns the stream id a request carries, in the Stream-Id
-// header, the stream_id query parameter or (with pathToken) a path token,
-// or "" if it carries none. It strips the path token from the request.
-// Ids are canonical UUIDs; anything else is refused rather than guessed at.
-func takeStreamID(r *http.Request, pathToken bool) (string, error) {
+// header, the stream_id query parameter or (with pathToken) a path token
+// or, for segments, the cookie; or none. It strips the path token from the
+// request. Ids are canonical UUIDs; anything else is refused rather than
+// guessed at (a malformed cookie is ignored).
+func takeStreamID(r *http.Request, pathToken bool) (carriedID, error) {
 	var fromPath string
 	if pathToken {
 		var err error
 		if fromPath, err = stripPathToken(r.URL); err != nil {
-			return "", err
+			return carriedID{}, err
 		}
 	}
 	id := r.Header.Get(StreamIDHeader)
@@ -120,18 +128,21 @@ func takeStreamID(r *http.Request, pathToken bool) (string, error) {
 		// A manifest without a token is a new playback, even from a client
 		// that played before: only segments fall back to the cookie.
 		if c, err := r.Cookie(StreamIDCookie); err == nil {
-			id = c.Value
+			if id, err := parseStreamID(c.Value); err == nil {
+				return carriedID{id: id, fromCookie: true}, nil
+			}
 		}
 	}
 	if id == "" {
-		return "", nil
+		return carriedID{}, nil
 	}
-	return parseStreamID(id)
+	id, err := parseStreamID(id)
+	return carriedID{id: id}, err
 }
 
 // StreamIDCookie carries the stream id, with path_token, for players that
 // drop the path token.
-const StreamIDCookie = "stream_id"
+const StreamIDCookie = "streamlimit_id"
 
 // isManifest reports whether a path names an HLS playlist or a DASH
 // manifest: the first request of a playback.
@@ -145,9 +156,9 @@ func dirOf(p string) string {
 	return p[:strings.LastIndexByte(p, '/')+1]
 }
 
-// stripPathToken removes the first path segment that is a token and
-// returns its id (unchecked); a token segment that holds no UUID is an
-// error, so that it never reaches the origin as a path.
+// stripPathToken removes the path segment that is a token and returns its
+// id (unchecked). A token segment that holds no UUID, or a second token,
+// is an error, so that no token ever reaches the origin as a path.
 func stripPathToken(u *url.URL) (string, error) {
 	i := strings.Index(u.Path, "/"+PathTokenPrefix)
 	if i < 0 {
@@ -162,6 +173,9 @@ func stripPathToken(u *url.URL) (string, error) {
 		return "", err
 	}
 	u.Path = strings.Replace(u.Path, "/"+seg, "", 1)
+	if strings.Contains(u.Path, "/"+PathTokenPrefix) {
+		return "", errBadStreamID
+	}
 	if u.RawPath != "" {
 		u.RawPath = strings.Replace(u.RawPath, "/"+seg, "", 1)
 	}
@@ -171,12 +185,12 @@ func stripPathToken(u *url.URL) (string, error) {
 	return id, nil
 }
 
-// withPathToken is the URL of u (path and query) with the stream's token
-// as a segment before the file name.
-func withPathToken(u *url.URL, id string) string {
+// tokenLocation is the Location of the redirect that adds the stream's
+// token: relative to the URL the client asked for (the token goes before
+// the file name), so that it is right whatever rewrite ran before us.
+func tokenLocation(u *url.URL, id string) string {
 	p := u.EscapedPath()
-	i := strings.LastIndexByte(p, '/')
-	out := p[:i+1] + PathTokenPrefix + id + "/" + p[i+1:]
+	out := "./" + PathTokenPrefix + id + "/" + p[strings.LastIndexByte(p, '/')+1:]
 	if u.RawQuery != "" {
 		out += "?" + u.RawQuery
 	}

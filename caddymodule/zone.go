@@ -29,8 +29,11 @@ type zone struct {
 	mu      sync.Mutex
 	streams map[streamRef]*localStream
 
-	secretMu sync.Mutex
-	secret   atomic.Pointer[[]byte]
+	// secrets are the shared id secrets known here, the one new ids use
+	// first; secretMu serializes asking the store for it.
+	secretMu   sync.Mutex
+	secrets    atomic.Pointer[[][]byte]
+	secretRead time.Time
 
 	// emitter sends Caddy events; the latest handler provisioned for the
 	// zone installs its own, so events outlive a reload.
@@ -55,19 +58,23 @@ func (z *zone) emit(name string, data map[string]any) {
 	}
 }
 
+func (z *zone) emitting() bool { return z.emitter.Load() != nil }
+
 // admitted records a stream that took a slot.
 func (z *zone) admitted(ref streamRef) {
 	z.admittedCount.Add(1)
 	metrics.admitted.WithLabelValues(z.name).Inc()
-	metrics.active.WithLabelValues(z.name).Inc()
-	z.emit("stream_started", map[string]any{"stream_id": ref.id, "user": ref.key.User})
+	if z.emitting() {
+		z.emit("stream_started", map[string]any{"stream_id": ref.id, "user": ref.key.User})
+	}
 }
 
 // ended records a stream that gave its slot back, and why.
 func (z *zone) ended(ref streamRef, cause string) {
 	metrics.released.WithLabelValues(z.name, cause).Inc()
-	metrics.active.WithLabelValues(z.name).Dec()
-	z.emit("stream_ended", map[string]any{"stream_id": ref.id, "user": ref.key.User, "cause": cause})
+	if z.emitting() {
+		z.emit("stream_ended", map[string]any{"stream_id": ref.id, "user": ref.key.User, "cause": cause})
+	}
 }
 
 // denied records a refused request.
@@ -83,20 +90,57 @@ func (z *zone) denied(user, reason string, extra map[string]any) {
 
 // sharedSecret returns the store's shared id secret, asking the store once.
 func (z *zone) sharedSecret(ctx context.Context) ([]byte, error) {
-	if s := z.secret.Load(); s != nil {
-		return *s, nil
+	if s := z.secrets.Load(); s != nil {
+		return (*s)[0], nil
 	}
 	z.secretMu.Lock()
 	defer z.secretMu.Unlock()
-	if s := z.secret.Load(); s != nil {
-		return *s, nil
+	if s := z.secrets.Load(); s != nil {
+		return (*s)[0], nil
 	}
 	s, err := z.store.SharedSecret(ctx, lease.NewSecret())
 	if err != nil {
 		return nil, err
 	}
-	z.secret.Store(&s)
+	z.secrets.Store(&[][]byte{s})
 	return s, nil
+}
+
+// verify reports whether any secret known here issued id to key.
+func (z *zone) verify(key lease.Key, id string) bool {
+	if s := z.secrets.Load(); s != nil {
+		for _, secret := range *s {
+			if lease.VerifyID(secret, key, id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// refreshSecret reads the store's secret again, at most once a second,
+// proposing ours: a store that lost its data gets it back, and a secret
+// another instance installed meanwhile is adopted (ids issued under ours
+// stay valid here). It reports whether the known secrets changed.
+func (z *zone) refreshSecret(ctx context.Context) (bool, error) {
+	z.secretMu.Lock()
+	defer z.secretMu.Unlock()
+	if time.Since(z.secretRead) < time.Second {
+		return false, nil
+	}
+	z.secretRead = time.Now()
+	known := *z.secrets.Load()
+	s, err := z.store.SharedSecret(ctx, known[0])
+	if err != nil {
+		return false, err
+	}
+	for _, k := range known {
+		if string(k) == string(s) {
+			return false, nil
+		}
+	}
+	z.secrets.Store(&[][]byte{s, known[0]})
+	return true, nil
 }
 
 type streamRef struct {
@@ -119,6 +163,7 @@ func loadZone(name, storeIdentity string, open func(onExpire func(lease.Key, lea
 			return nil, err
 		}
 		z.store = meteredStore{s, name}
+		metrics.active.WithLabelValues(name).Set(0)
 		go z.forgetIdleEvery(10 * time.Second)
 		return z, nil
 	})
@@ -394,6 +439,7 @@ func (z *zone) forgetIdleEvery(interval time.Duration) {
 			return
 		case <-t.C:
 			now := now()
+			active := 0
 			z.mu.Lock()
 			for ref, ls := range z.streams {
 				ls.mu.Lock()
@@ -402,12 +448,16 @@ func (z *zone) forgetIdleEvery(interval time.Duration) {
 					keep = lease.TombstoneTTL(ls.ttl)
 				}
 				idle := len(ls.inflight) == 0 && now.Sub(ls.confirmed) > keep
+				if !ls.revoked && (len(ls.inflight) > 0 || now.Sub(ls.confirmed) <= ls.ttl) {
+					active++
+				}
 				ls.mu.Unlock()
 				if idle {
 					delete(z.streams, ref)
 				}
 			}
 			z.mu.Unlock()
+			metrics.active.WithLabelValues(z.name).Set(float64(active))
 		}
 	}
 }

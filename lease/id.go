@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 )
 
 // Stream ids are UUIDs (version 8, "custom") that carry their own proof of
@@ -48,10 +49,11 @@ func VerifyID(secret []byte, key Key, id string) bool {
 // sealID fills bytes 8..15 of u with the MAC of key and u[0:8].
 func sealID(secret []byte, key Key, u *[16]byte) {
 	m := hmac.New(sha256.New, secret)
+	// Length-prefixed, so that no (zone, user) pair reads as another.
+	var n [2 * binary.MaxVarintLen64]byte
+	m.Write(binary.AppendUvarint(binary.AppendUvarint(n[:0], uint64(len(key.Zone))), uint64(len(key.User))))
 	m.Write([]byte(key.Zone))
-	m.Write([]byte{0})
 	m.Write([]byte(key.User))
-	m.Write([]byte{0})
 	m.Write(u[:8])
 	sum := m.Sum(nil)
 	copy(u[8:], sum[:8])

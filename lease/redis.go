@@ -26,11 +26,14 @@ var (
 	luaRelease string
 	//go:embed lua/list.lua
 	luaList string
+	//go:embed lua/secret.lua
+	luaSecret string
 
 	scriptAcquire = redis.NewScript(luaCommon + luaAcquire)
 	scriptRenew   = redis.NewScript(luaCommon + luaRenew)
 	scriptRelease = redis.NewScript(luaCommon + luaRelease)
 	scriptList    = redis.NewScript(luaCommon + luaList)
+	scriptSecret  = redis.NewScript(luaSecret)
 )
 
 // DefaultKeyPrefix starts every key the Redis store writes.
@@ -342,14 +345,11 @@ func (s *RedisStore) SharedSecret(ctx context.Context, proposal []byte) ([]byte,
 	if len(proposal) == 0 {
 		return nil, fmt.Errorf("%w: empty secret", ErrBadRequest)
 	}
-	old, err := s.client.SetArgs(ctx, s.prefix+"secret", proposal, redis.SetArgs{Mode: "NX", Get: true}).Result()
-	if errors.Is(err, redis.Nil) {
-		return proposal, nil // ours is the first
-	}
+	kept, err := scriptSecret.Run(ctx, s.client, []string{s.prefix + "secret"}, proposal).Text()
 	if err != nil {
 		return nil, err
 	}
-	return []byte(old), nil
+	return []byte(kept), nil
 }
 
 // Close implements Store; the client is the caller's to close.

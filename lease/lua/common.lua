@@ -33,7 +33,7 @@ end
 
 -- Drops lapsed leases and tombstones; returns the lapsed leases' members.
 local function prune(leases, tombs, now)
-  local lapsed = redis.call('ZRANGE', leases, '-inf', now, 'BYSCORE')
+  local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
   if #lapsed > 0 then
     redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   end
