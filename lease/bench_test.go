@@ -157,3 +157,68 @@ func BenchmarkMemoryStoreBytesPerLease(b *testing.B) {
 		s.Close()
 	}
 }
+
+// BenchmarkAdmissionAtScale measures a start and its release with 1k, 100k
+// and 1M live leases already in the store (3 per user): admission must not
+// slow down as the store fills.
+func BenchmarkAdmissionAtScale(b *testing.B) {
+	for _, live := range []int{1_000, 100_000, 1_000_000} {
+		name := strconv.Itoa(live/1000) + "k"
+		if live >= 1_000_000 {
+			name = strconv.Itoa(live/1_000_000) + "M"
+		}
+		b.Run("memory/"+name, func(b *testing.B) {
+			s := NewMemoryStore(MemoryOptions{SweepInterval: -1})
+			defer s.Close()
+			ctx := context.Background()
+			for i := range live {
+				s.Acquire(ctx, AcquireRequest{Key: Key{"default", "filler-" + strconv.Itoa(i/3)}, ID: uuid.NewString(), Limit: 3, TTL: time.Hour})
+			}
+			benchAdmit(b, s)
+		})
+		b.Run("redis/"+name, func(b *testing.B) {
+			srv, client := benchRedis(b)
+			_ = srv
+			s, _ := NewRedisStore(client, RedisOptions{})
+			fillRedis(b, client, s, live)
+			benchAdmit(b, s)
+		})
+	}
+}
+
+func benchAdmit(b *testing.B, s Store) {
+	ctx := context.Background()
+	var n atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			k := Key{"default", "new-" + strconv.FormatInt(n.Add(1), 10)}
+			id := uuid.NewString()
+			if d, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id, Limit: 3, TTL: time.Minute}); err != nil || !d.Admitted {
+				b.Fatal(err, d)
+			}
+			if err := s.Release(ctx, k, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// fillRedis puts live leases into Redis, 3 per user, pipelined.
+func fillRedis(b *testing.B, client redis.UniversalClient, s *RedisStore, live int) {
+	ctx := context.Background()
+	if err := scriptAcquire.Load(ctx, client).Err(); err != nil {
+		b.Fatal(err)
+	}
+	for start := 0; start < live; start += 3000 {
+		pipe := client.Pipeline()
+		for i := start; i < min(start+3000, live); i++ {
+			id, _ := packID(uuid.NewString())
+			scriptAcquire.EvalSha(ctx, pipe, s.keys(Key{"default", "filler-" + strconv.Itoa(i/3)}),
+				id, time.Hour.Milliseconds(), 3, 0, TombstoneTTL(time.Hour).Milliseconds(), 0)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
