@@ -4,7 +4,7 @@ GO ?= go
 # Caddy keeps its state under XDG dirs; tests get a throwaway one.
 TEST_HOME := $(or $(TMPDIR),/tmp)/streamlimit-test-home
 
-.PHONY: run test deps lint build bench-store
+.PHONY: run test deps lint build bench bench-store
 
 # Runs the demo: the limiter on :8080 in front of the demo origin on :8081.
 run:
@@ -32,3 +32,9 @@ build:
 # Store benchmarks against a real redis-server they start; see docs/BENCHMARKS.md.
 bench-store: deps
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./lease/
+
+# The load benchmark: plain reverse_proxy vs stream_limit (memory, Redis),
+# side by side in one run, printed as ratios; see docs/BENCHMARKS.md.
+bench: deps
+	$(GO) build -o bin/caddy ./cmd/caddy
+	$(GO) run ./bench -caddy bin/caddy $(BENCH_FLAGS)

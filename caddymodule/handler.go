@@ -469,7 +469,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 // release frees a stream's slot in the store and forgets it here.
 func (h *Handler) release(ref streamRef) {
 	h.zone.forget(ref)
-	ctx, cancel := context.WithTimeout(context.Background(), h.storeTimeout)
+	ctx, cancel := h.callContext(context.Background())
 	defer cancel()
 	err := h.zone.store.Release(ctx, ref.key, ref.id)
 	if err == nil {
@@ -590,7 +590,15 @@ func (h *Handler) logFields(r *http.Request, fields ...zap.Field) []zap.Field {
 // storeContext bounds one store call. It is detached from the client so
 // that a client leaving mid-call cannot leave a lease nobody knows of.
 func (h *Handler) storeContext(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(r.Context()), h.storeTimeout)
+	return h.callContext(context.WithoutCancel(r.Context()))
+}
+
+// callContext bounds a store call by the store's timeout, if it has one.
+func (h *Handler) callContext(parent context.Context) (context.Context, context.CancelFunc) {
+	if h.storeTimeout <= 0 {
+		return parent, func() {}
+	}
+	return context.WithTimeout(parent, h.storeTimeout)
 }
 
 // Interface guards.

@@ -22,7 +22,8 @@ type StoreModule interface {
 	// Open opens the store. It is called once per zone and identity;
 	// onExpire hears of each lease found lapsed.
 	Open(onExpire func(lease.Key, lease.Lease)) (lease.Store, error)
-	// CallTimeout bounds each store call.
+	// CallTimeout bounds each store call; 0 means calls never wait (no
+	// I/O), so no deadline is set.
 	CallTimeout() time.Duration
 }
 
@@ -46,8 +47,9 @@ func (MemoryStore) Open(onExpire func(lease.Key, lease.Lease)) (lease.Store, err
 	return lease.NewMemoryStore(lease.MemoryOptions{Clock: now, OnExpire: onExpire}), nil
 }
 
-// CallTimeout implements StoreModule. A memory call takes a lock, no I/O.
-func (MemoryStore) CallTimeout() time.Duration { return time.Second }
+// CallTimeout implements StoreModule: a memory call takes a lock and does
+// no I/O, so it needs no deadline (and costs no timer).
+func (MemoryStore) CallTimeout() time.Duration { return 0 }
 
 // UnmarshalCaddyfile sets up the memory store; it has no options:
 //

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/streamlimit/caddy-streamlimit/lease"
@@ -44,6 +45,7 @@ type zone struct {
 	limit atomic.Int64
 	// admittedCount and deniedCount are this process's decisions.
 	admittedCount, deniedCount atomic.Int64
+	admittedMetric             prometheus.Counter
 
 	stop chan struct{}
 }
@@ -63,7 +65,7 @@ func (z *zone) emitting() bool { return z.emitter.Load() != nil }
 // admitted records a stream that took a slot.
 func (z *zone) admitted(ref streamRef) {
 	z.admittedCount.Add(1)
-	metrics.admitted.WithLabelValues(z.name).Inc()
+	z.admittedMetric.Inc()
 	if z.emitting() {
 		z.emit("stream_started", map[string]any{"stream_id": ref.id, "user": ref.key.User})
 	}
@@ -163,6 +165,7 @@ func loadZone(name, storeIdentity string, open func(onExpire func(lease.Key, lea
 			return nil, err
 		}
 		z.store = meteredStore{s, name}
+		z.admittedMetric = metrics.admitted.WithLabelValues(name)
 		metrics.active.WithLabelValues(name).Set(0)
 		go z.forgetIdleEvery(10 * time.Second)
 		return z, nil
