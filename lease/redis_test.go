@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -98,4 +99,27 @@ func clusterSlot(key string) int {
 		}
 	}
 	return int(crc) % 16384
+}
+
+// TestRedisScriptsComeBackAfterScriptFlush: the store runs its scripts by
+// EVALSHA and loads them again when Redis has forgotten them (NOSCRIPT),
+// as after a restart or SCRIPT FLUSH.
+func TestRedisScriptsComeBackAfterScriptFlush(t *testing.T) {
+	srv := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer client.Close()
+	s, _ := NewRedisStore(client, RedisOptions{})
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := srv.Do("SCRIPT", "FLUSH"); err != nil {
+			t.Fatal(err)
+		}
+		d, err := s.Acquire(ctx, AcquireRequest{Key: Key{"z", "u"}, ID: id(fmt.Sprint(i)), Limit: 3, TTL: ttl})
+		if err != nil || !d.Admitted {
+			t.Fatalf("acquire after SCRIPT FLUSH: %+v %v", d, err)
+		}
+	}
+	if l, err := s.List(ctx, Key{"z", "u"}); err != nil || len(l) != 3 {
+		t.Fatalf("list: %v %v", l, err)
+	}
 }
