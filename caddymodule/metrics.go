@@ -80,11 +80,20 @@ func initMetrics(registry *prometheus.Registry) error {
 // are not failures.
 type meteredStore struct {
 	lease.Store
-	zone string
+	zone      string
+	durations map[string]prometheus.Observer // by op, looked up once
+}
+
+func newMeteredStore(s lease.Store, zone string) meteredStore {
+	m := meteredStore{Store: s, zone: zone, durations: map[string]prometheus.Observer{}}
+	for _, op := range []string{"acquire", "renew", "release", "revoke", "list", "totals", "secret", "override"} {
+		m.durations[op] = metrics.storeDuration.WithLabelValues(zone, op)
+	}
+	return m
 }
 
 func (s meteredStore) observe(op string, began time.Time, err error) {
-	metrics.storeDuration.WithLabelValues(s.zone, op).Observe(time.Since(began).Seconds())
+	s.durations[op].Observe(time.Since(began).Seconds())
 	if err != nil && !errors.Is(err, lease.ErrNotFound) && !errors.Is(err, lease.ErrRevoked) && !errors.Is(err, lease.ErrBadRequest) {
 		metrics.storeErrors.WithLabelValues(s.zone, op).Inc()
 	}

@@ -164,7 +164,7 @@ func loadZone(name, storeIdentity string, open func(onExpire func(lease.Key, lea
 		if err != nil {
 			return nil, err
 		}
-		z.store = meteredStore{s, name}
+		z.store = newMeteredStore(s, name)
 		z.admittedMetric = metrics.admitted.WithLabelValues(name)
 		metrics.active.WithLabelValues(name).Set(0)
 		go z.forgetIdleEvery(10 * time.Second)

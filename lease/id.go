@@ -1,11 +1,14 @@
 package lease
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
+	"hash"
+	"sync"
 )
 
 // Stream ids are UUIDs (version 8, "custom") that carry their own proof of
@@ -46,16 +49,34 @@ func VerifyID(secret []byte, key Key, id string) bool {
 	return subtle.ConstantTimeCompare(u[8:], want[8:]) == 1
 }
 
+// macs keeps, per secret, keyed HMACs to reuse: building one costs more
+// than using it, and there are only ever a few secrets.
+var macs sync.Map // string(secret) -> *sync.Pool of hash.Hash
+
+func macFor(secret []byte) (hash.Hash, *sync.Pool) {
+	p, ok := macs.Load(string(secret))
+	if !ok {
+		s := bytes.Clone(secret)
+		p, _ = macs.LoadOrStore(string(s), &sync.Pool{New: func() any { return hmac.New(sha256.New, s) }})
+	}
+	pool := p.(*sync.Pool)
+	m := pool.Get().(hash.Hash)
+	m.Reset()
+	return m, pool
+}
+
 // sealID fills bytes 8..15 of u with the MAC of key and u[0:8].
 func sealID(secret []byte, key Key, u *[16]byte) {
-	m := hmac.New(sha256.New, secret)
+	m, pool := macFor(secret)
+	defer pool.Put(m)
 	// Length-prefixed, so that no (zone, user) pair reads as another.
 	var n [2 * binary.MaxVarintLen64]byte
 	m.Write(binary.AppendUvarint(binary.AppendUvarint(n[:0], uint64(len(key.Zone))), uint64(len(key.User))))
 	m.Write([]byte(key.Zone))
 	m.Write([]byte(key.User))
 	m.Write(u[:8])
-	sum := m.Sum(nil)
+	var buf [sha256.Size]byte
+	sum := m.Sum(buf[:0])
 	copy(u[8:], sum[:8])
 	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
 }
