@@ -1,0 +1,74 @@
+package caddymodule
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// FuzzTakeStreamID: whatever path, header, query and cookie a request
+// carries, taking its stream id never panics, yields a canonical id or an
+// error, and never leaves a path token in the path passed on.
+func FuzzTakeStreamID(f *testing.F) {
+	id := "6f1c1c1e-2b4a-8c55-9d7e-2f4a8d9b0c11"
+	for _, seed := range [][4]string{
+		{"/hls/~sl-" + id + "/seg00.ts", "", "", ""},
+		{"/hls/~sl-" + id + "/~sl-" + id + "/x", "", "", ""},
+		{"/~sl-/", "", "", ""},
+		{"/a/~sl-zz", id, "", ""},
+		{"/a/seg.ts", "", "stream_id=" + id, ""},
+		{"/a/seg.ts", "", "", id},
+		{"/a/%7Esl-" + id + "/b", "", "", ""},
+		{"/~sl-" + strings.ToUpper(id), "", "", "bad"},
+	} {
+		f.Add(seed[0], seed[1], seed[2], seed[3])
+	}
+	f.Fuzz(func(t *testing.T, path, header, query, cookie string) {
+		u, err := url.Parse("http://h" + "/" + strings.TrimPrefix(path, "/"))
+		if err != nil {
+			return
+		}
+		u.RawQuery = query
+		r := &http.Request{Method: http.MethodGet, URL: u, Header: http.Header{}}
+		if header != "" {
+			r.Header.Set(StreamIDHeader, header)
+		}
+		if cookie != "" {
+			r.Header.Set("Cookie", StreamIDCookie+"="+cookie)
+		}
+		got, err := takeStreamID(r, true)
+		if err != nil {
+			return
+		}
+		if got.id != "" && !isCanonicalUUID(got.id) {
+			t.Fatalf("id %q is not canonical", got.id)
+		}
+		if strings.Contains(r.URL.Path, "/"+PathTokenPrefix) {
+			t.Fatalf("a token is left in the path passed on: %q", r.URL.Path)
+		}
+	})
+}
+
+// FuzzCaddyfile: no stream_limit block makes the parser panic.
+func FuzzCaddyfile(f *testing.F) {
+	for _, seed := range []string{
+		"limit 3\nmode session\nlease 30s",
+		"store redis {\naddress a:1 b:2\ntls {\nca x\n}\n}",
+		"list_path \"\"",
+		"key\nlimit",
+		"store memory {\n}",
+		"dry_run\npath_token\nlog_user\nsecret {env.X}",
+		"store redis a:1 {\ntimeout -1s\ndb x\n}",
+		"}",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		d := caddyfile.NewTestDispenser("stream_limit {\n" + body + "\n}")
+		var h Handler
+		_ = h.UnmarshalCaddyfile(d)
+	})
+}
