@@ -1,0 +1,141 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestBadInputTable sends every kind of bad, odd or hostile request we know
+// of through a real Caddy: each gets the contract's answer, none reaches the
+// origin unless it should, and none changes another user's count.
+func TestBadInputTable(t *testing.T) {
+	p := startCaddy(t, `
+	route /v/* {
+		stream_limit {
+			mode session
+			path_token
+			list_path /v/streams
+		}
+		reverse_proxy {upstream}
+	}`)
+	countHits := func() int64 {
+		var n int64
+		p.origin.hits.Range(func(_, v any) bool { n += v.(*atomic.Int64).Load(); return true })
+		return n
+	}
+
+	// The victim: alice holds one stream.
+	landed := p.tokenized("/v/hls/index.m3u8", "alice")
+	aliceID := strings.TrimPrefix(strings.Split(landed, "/")[3], PathTokenPrefix)
+	// The caller's own stream, closed, then used again.
+	closed := strings.TrimPrefix(strings.Split(p.tokenized("/v/hls/index.m3u8", "mallory"), "/")[3], PathTokenPrefix)
+	p.do(http.MethodDelete, "/v/x", "mallory", StreamIDHeader, closed)
+	// The caller's own stream, kicked by an operator.
+	kicked := strings.TrimPrefix(strings.Split(p.tokenized("/v/hls/index.m3u8", "kicked"), "/")[3], PathTokenPrefix)
+	p.adminDo(http.MethodDelete, "/stream_limit/zones/default/users/kicked/streams/"+kicked, "")
+
+	forgedV8 := "6f1c1c1e-2b4a-8c55-9d7e-2f4a8d9b0c11"
+	cases := []struct {
+		name    string
+		method  string
+		path    string
+		user    string // "" sends no user header; "-" sends an empty one
+		hdr     []string
+		status  int
+		error   string // "" when the answer is not a refusal
+		proxied bool
+	}{
+		{"no user header", "GET", "/v/hls/index.m3u8", "", nil, 401, "missing_user", false},
+		{"empty user header", "GET", "/v/hls/index.m3u8", "-", nil, 401, "missing_user", false},
+		{"user of 513 bytes", "GET", "/v/hls/index.m3u8", strings.Repeat("u", 513), nil, 400, "bad_user", false},
+		{"user of 512 bytes", "GET", "/v/hls/index.m3u8", strings.Repeat("u", 512), nil, 307, "", false},
+		{"user with high bytes", "GET", "/v/hls/index.m3u8", "\xff\xfe", nil, 307, "", false},
+		{"user with braces and colons", "GET", "/v/hls/index.m3u8", "{a}: b", nil, 307, "", false},
+		{"malformed Stream-Id", "GET", "/v/hls/seg.ts", "m1", []string{StreamIDHeader, "zzz"}, 400, "bad_stream_id", false},
+		{"truncated Stream-Id", "GET", "/v/hls/seg.ts", "m2", []string{StreamIDHeader, aliceID[:35]}, 400, "bad_stream_id", false},
+		{"Stream-Id in braces", "GET", "/v/hls/seg.ts", "m3", []string{StreamIDHeader, "{" + aliceID[:34] + "}"}, 400, "bad_stream_id", false},
+		{"Stream-Id of 36 non-hex", "GET", "/v/hls/seg.ts", "m4", []string{StreamIDHeader, strings.Repeat("g", 8) + aliceID[8:]}, 400, "bad_stream_id", false},
+		{"malformed stream_id query", "GET", "/v/hls/seg.ts?stream_id=nope", "m5", nil, 400, "bad_stream_id", false},
+		{"forged random UUIDv4", "GET", "/v/hls/seg.ts", "m6", []string{StreamIDHeader, "6f1c1c1e-2b4a-4c55-9d7e-2f4a8d9b0c11"}, 404, "stream_not_found", false},
+		{"forged UUIDv8", "GET", "/v/hls/seg.ts", "m7", []string{StreamIDHeader, forgedV8}, 404, "stream_not_found", false},
+		{"another user's id, upper-cased", "GET", "/v/hls/seg.ts", "m8", []string{StreamIDHeader, strings.ToUpper(aliceID)}, 404, "stream_not_found", false},
+		{"another user's id in the header", "GET", "/v/hls/seg.ts", "mallory", []string{StreamIDHeader, aliceID}, 404, "stream_not_found", false},
+		{"another user's id in the query", "GET", "/v/hls/seg.ts?stream_id=" + aliceID, "mallory", nil, 404, "stream_not_found", false},
+		{"another user's path token", "GET", landed, "mallory", nil, 404, "stream_not_found", false},
+		{"malformed path token", "GET", "/v/hls/~sl-xyz/seg.ts", "m9", nil, 400, "bad_stream_id", false},
+		{"empty path token", "GET", "/v/hls/~sl-/seg.ts", "m10", nil, 400, "bad_stream_id", false},
+		{"two path tokens", "GET", "/v/~sl-" + aliceID + "/~sl-" + forgedV8 + "/seg.ts", "alice", nil, 400, "bad_stream_id", false},
+		{"revoked own id", "GET", "/v/hls/seg.ts", "kicked", []string{StreamIDHeader, kicked}, 409, "stream_revoked", false},
+		{"replayed own closed id", "GET", "/v/hls/seg.ts", "mallory", []string{StreamIDHeader, closed}, 200, "", true},
+		{"DELETE without an id", "DELETE", "/v/hls/index.m3u8", "m11", nil, 400, "missing_stream_id", false},
+		{"DELETE with a malformed id", "DELETE", "/v/hls/index.m3u8", "m12", []string{StreamIDHeader, "x"}, 400, "bad_stream_id", false},
+		{"DELETE with a forged id", "DELETE", "/v/hls/index.m3u8", "m13", []string{StreamIDHeader, forgedV8}, 404, "stream_not_found", false},
+		{"DELETE of another user's stream", "DELETE", "/v/hls/index.m3u8", "mallory", []string{StreamIDHeader, aliceID}, 404, "stream_not_found", false},
+		{"DELETE of another user's path token", "DELETE", landed, "mallory", nil, 404, "stream_not_found", false},
+		{"odd method starts a stream", "PROPFIND", "/v/hls/index.m3u8", "m14", nil, 200, "", true},
+		{"OPTIONS passes, counted nowhere", "OPTIONS", "/v/hls/index.m3u8", "m15", nil, 200, "", true},
+		{"HEAD probe takes no slot", "HEAD", "/v/hls/index.m3u8", "m16", nil, 307, "", false},
+		{"huge query string", "GET", "/v/hls/index.m3u8?" + strings.Repeat("q=1&", 2000), "m17", nil, 307, "", false},
+		{"long path", "GET", "/v/" + strings.Repeat("d/", 1000) + "index.m3u8", "m18", nil, 307, "", false},
+	}
+	if len(cases) < 25 {
+		t.Fatalf("only %d cases", len(cases))
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := countHits()
+			req, err := http.NewRequest(c.method, p.url(c.path), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch c.user {
+			case "":
+			case "-":
+				req.Header["X-User-Id"] = []string{""}
+			default:
+				req.Header.Set("X-User-Id", c.user)
+			}
+			for i := 0; i+1 < len(c.hdr); i += 2 {
+				req.Header.Set(c.hdr[i], c.hdr[i+1])
+			}
+			resp, err := noRedirect.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readAll(resp)
+			if resp.StatusCode != c.status {
+				t.Fatalf("%s %s: %d %s, want %d", c.method, c.path[:min(len(c.path), 80)], resp.StatusCode, body, c.status)
+			}
+			if c.error != "" && decodeJSON(t, body)["error"] != c.error {
+				t.Fatalf("body %s, want error %q", body, c.error)
+			}
+			if got := countHits() > before; got != c.proxied {
+				t.Fatalf("reached the origin: %v, want %v", got, c.proxied)
+			}
+		})
+	}
+	if l := p.listed("/v/streams", "alice"); len(l) != 1 || l[0].(map[string]any)["id"] != aliceID {
+		t.Fatalf("alice's streams after the table: %v", l)
+	}
+	for _, path := range p.origin.paths() {
+		if strings.Contains(path, "~sl") {
+			t.Fatalf("the origin saw a token: %s", path)
+		}
+	}
+}
+
+func readAll(resp *http.Response) string {
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return b.String()
+		}
+	}
+}
