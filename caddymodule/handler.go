@@ -459,7 +459,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		ls.leave(f)
 		cancel(nil)
 		if !h.session() {
-			ls.end(func() { h.release(ref) })
+			if h.storeTimeout > 0 {
+				// A store with I/O releases after the response: its round trip
+				// (or its timeout, when it is down) must not hold the client.
+				go ls.end(func() { h.release(ref) })
+			} else {
+				ls.end(func() { h.release(ref) })
+			}
 		}
 	}()
 	w.Header().Set(StreamIDHeader, ref.id)
