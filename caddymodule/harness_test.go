@@ -82,6 +82,12 @@ func newOrigin(t testing.TB) *origin {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/media/"):
 			media.ServeHTTP(w, r)
+		case strings.Contains(r.URL.Path, "/idle/"):
+			// One chunk, then nothing until the client leaves: a long
+			// stream that costs no CPU.
+			w.Write([]byte("x"))
+			http.NewResponseController(w).Flush()
+			<-r.Context().Done()
 		case strings.Contains(r.URL.Path, "/slow/"):
 			o.streams.Add(1)
 			defer o.streams.Add(-1)
