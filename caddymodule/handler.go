@@ -462,7 +462,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 			if h.storeTimeout > 0 {
 				// A store with I/O releases after the response: its round trip
 				// (or its timeout, when it is down) must not hold the client.
-				go ls.end(func() { h.release(ref) })
+				h.zone.releaseLater(ls, h, ref)
 			} else {
 				ls.end(func() { h.release(ref) })
 			}

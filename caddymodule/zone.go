@@ -47,7 +47,38 @@ type zone struct {
 	admittedCount, deniedCount atomic.Int64
 	admittedMetric             prometheus.Counter
 
+	// releases run after their response, in order, on one goroutine;
+	// releasing counts those queued and not yet done.
+	releases  chan func()
+	releasing atomic.Int64
+
 	stop chan struct{}
+}
+
+// releaseLater ends a stream after its response has gone: a store's round
+// trip, or its timeout when it is down, must not hold the client. When the
+// queue is full it ends the stream at once.
+func (z *zone) releaseLater(ls *localStream, h *Handler, ref streamRef) {
+	job := func() { ls.end(func() { h.release(ref) }) }
+	z.releasing.Add(1)
+	select {
+	case z.releases <- job:
+	default:
+		z.releasing.Add(-1)
+		job()
+	}
+}
+
+func (z *zone) releaseLoop() {
+	for {
+		select {
+		case job := <-z.releases:
+			job()
+			z.releasing.Add(-1)
+		case <-z.stop:
+			return
+		}
+	}
 }
 
 // emitter emits Caddy events on behalf of a handler.
@@ -167,7 +198,9 @@ func loadZone(name, storeIdentity string, open func(onExpire func(lease.Key, lea
 		z.store = newMeteredStore(s, name)
 		z.admittedMetric = metrics.admitted.WithLabelValues(name)
 		metrics.active.WithLabelValues(name).Set(0)
+		z.releases = make(chan func(), 4096)
 		go z.forgetIdleEvery(10 * time.Second)
+		go z.releaseLoop()
 		return z, nil
 	})
 	if err != nil {
@@ -178,8 +211,35 @@ func loadZone(name, storeIdentity string, open func(onExpire func(lease.Key, lea
 
 type zoneKey struct{ name, store string }
 
-// Destruct closes the zone when its last handler is gone.
+// Destruct closes the zone when its last handler is gone (Caddy stops, or
+// a reload drops the zone). Releases still under way finish first, so a
+// graceful stop gives its streams' slots back rather than leaving them to
+// lapse.
 func (z *zone) Destruct() error {
+	// Caddy's shutdown leaves requests still running after its grace period
+	// unfinished, and the process exits under them: a connection-mode
+	// stream in flight gives its slot back here, or it would hold it until
+	// its lease lapses. (Session streams keep theirs: the player may go on
+	// through another instance.)
+	z.mu.Lock()
+	var ending []*localStream
+	for _, ls := range z.streams {
+		ls.mu.Lock()
+		if len(ls.inflight) > 0 && ls.handler != nil && !ls.handler.session() && !ls.ended {
+			ending = append(ending, ls)
+		}
+		ls.mu.Unlock()
+	}
+	z.mu.Unlock()
+	for _, ls := range ending {
+		ls.end(func() { ls.handler.release(ls.ref) })
+		ls.cutAll() // it holds no slot now
+	}
+	// (A counter, not a WaitGroup: requests may still queue releases while
+	// this waits.)
+	for deadline := time.Now().Add(5 * time.Second); z.releasing.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	close(z.stop)
 	return z.store.Close()
 }

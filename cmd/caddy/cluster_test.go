@@ -94,7 +94,7 @@ func startFleet(t *testing.T, n int, redisAddr, origin string) []*instance {
 	var fleet []*instance
 	for range n {
 		in := &instance{addr: freeAddr(t), logs: &bytes.Buffer{}}
-		cfg := fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n\tpersist_config off\n}\nhttp://%s {\n%s\n}\n",
+		cfg := fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n\tpersist_config off\n\tgrace_period 2s\n}\nhttp://%s {\n%s\n}\n",
 			freeAddr(t), in.addr, fmt.Sprintf(fleetSite, redisAddr, origin))
 		file := filepath.Join(t.TempDir(), "Caddyfile")
 		if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
@@ -323,4 +323,73 @@ func TestEvictionOnAnotherInstanceCutsTheStream(t *testing.T) {
 		default:
 		}
 	}
+}
+
+// listCount reads how many streams user holds, through any instance.
+func listCount(t *testing.T, in *instance, user string) int {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+in.addr+"/c/streams", nil)
+	req.Header.Set("X-User-Id", user)
+	resp, err := noReuse.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct{ Streams []json.RawMessage }
+	json.NewDecoder(resp.Body).Decode(&list)
+	return len(list.Streams)
+}
+
+// holdThree opens three long streams of user on in.
+func holdThree(t *testing.T, in *instance, user string) {
+	for i := range 3 {
+		if code, _ := openStream(t, "http://"+in.addr+"/c/slow/v.ts", user); code != http.StatusOK {
+			t.Fatalf("stream %d on %s: %d", i, in.addr, code)
+		}
+	}
+}
+
+// waitForThree starts streams on in until three are admitted, checking all
+// along that the user never holds more than three.
+func waitForThree(t *testing.T, in *instance, user string) time.Duration {
+	began := time.Now()
+	admitted := 0
+	for admitted < 3 {
+		if time.Since(began) > 30*time.Second {
+			t.Fatalf("only %d of 3 streams admitted", admitted)
+		}
+		if n := listCount(t, in, user); n > 3 {
+			t.Fatalf("%s holds %d streams: counted twice", user, n)
+		}
+		if code, _ := openStream(t, "http://"+in.addr+"/c/slow/v.ts", user); code == http.StatusOK {
+			admitted++
+			continue
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := listCount(t, in, user); n != 3 {
+		t.Fatalf("%s holds %d streams, want 3", user, n)
+	}
+	return time.Since(began)
+}
+
+// TestKillRestartAndGracefulStop: a Caddy killed with -9 and started again,
+// and one stopped gracefully with live streams, hold no slot past a lease
+// and never let a user hold more than the limit.
+func TestKillRestartAndGracefulStop(t *testing.T) {
+	srv := redistest.Start(t)
+	origin := startOrigin(t)
+
+	first := startFleet(t, 1, srv.Addr, origin)[0]
+	holdThree(t, first, "alice")
+	first.cmd.Process.Signal(syscall.SIGKILL)
+	first.cmd.Wait()
+	restarted := startFleet(t, 1, srv.Addr, origin)[0]
+	t.Logf("after kill -9 and restart: 3 new streams admitted in %v (lease 3s)", waitForThree(t, restarted, "alice").Round(10*time.Millisecond))
+
+	// A graceful stop (SIGINT) with three live streams.
+	holdThree(t, restarted, "bob")
+	restarted.cmd.Process.Signal(syscall.SIGINT)
+	restarted.cmd.Wait()
+	next := startFleet(t, 1, srv.Addr, origin)[0]
+	t.Logf("after a graceful stop: 3 new streams admitted in %v (lease 3s)", waitForThree(t, next, "bob").Round(10*time.Millisecond))
 }
