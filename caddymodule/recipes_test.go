@@ -139,3 +139,36 @@ func TestRecipeFailurePolicy(t *testing.T) {
 		t.Fatalf("premium during the outage: %s %s, want 503 (deny)", r.Status, body)
 	}
 }
+
+func TestRecipeTrustedIdentity(t *testing.T) {
+	var seen []string
+	origin := newOriginFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Header.Get("X-User-Id"))
+	})
+	p := loadRecipe(t, "trusted-identity.caddyfile", map[string]string{"ORIGIN": origin})
+	start := func(claimed string) int {
+		req, _ := http.NewRequest(http.MethodGet, p.url("/hls/index.m3u8"), nil)
+		req.SetBasicAuth("alice", "correct horse")
+		req.Header.Set("X-User-Id", claimed)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// Alice claims to be someone else each time: she is counted as herself.
+	for i := range 3 {
+		if code := start(fmt.Sprintf("someone-%d", i)); code != http.StatusOK {
+			t.Fatalf("start %d: %d", i, code)
+		}
+	}
+	if code := start("someone-else"); code != http.StatusTooManyRequests {
+		t.Fatalf("fourth start under a borrowed name: %d, want 429", code)
+	}
+	for _, u := range seen {
+		if u != "alice" {
+			t.Fatalf("the origin saw X-User-Id %q", u)
+		}
+	}
+}
