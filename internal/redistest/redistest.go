@@ -217,3 +217,34 @@ func StartCluster(t testing.TB) *Cluster {
 	}
 	return c
 }
+
+// StartReplica runs a server that replicates master.
+func StartReplica(t testing.TB, master *Server) *Server {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(master.Addr)
+	return Start(t, "--replicaof", host, port)
+}
+
+// StartSentinel runs a sentinel watching master under name, quick to act:
+// it declares the master down after 1s and needs only its own vote.
+func StartSentinel(t testing.TB, name string, master *Server) *Server {
+	t.Helper()
+	Need(t)
+	s := &Server{Port: freePort(t), dir: t.TempDir()}
+	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
+	host, port, _ := net.SplitHostPort(master.Addr)
+	conf := filepath.Join(s.dir, "sentinel.conf")
+	cfg := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"+
+		"sentinel monitor %s %s %s 1\n"+
+		"sentinel down-after-milliseconds %s 1000\n"+
+		"sentinel failover-timeout %s 5000\n"+
+		"sentinel parallel-syncs %s 1\n",
+		s.Port, s.dir, name, host, port, name, name, name)
+	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.args = []string{conf, "--sentinel"}
+	s.start(t)
+	t.Cleanup(func() { s.Kill() })
+	return s
+}

@@ -1,0 +1,74 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
+)
+
+// TestSentinelFailover: master, replica and sentinel started here; the
+// master is killed with three streams live. The limiter follows the new
+// master, the live streams stay counted, and the limit holds again. The
+// window in which the limit is not enforced is measured and logged.
+func TestSentinelFailover(t *testing.T) {
+	master := redistest.Start(t)
+	replica := redistest.StartReplica(t, master)
+	eventually(t, "the replica is in sync", func() bool {
+		info, _ := replica.Do("INFO", "replication")
+		return strings.Contains(info, "master_link_status:up")
+	})
+	sentinel := redistest.StartSentinel(t, "mymaster", master)
+	eventually(t, "the sentinel knows the replica", func() bool {
+		out, _ := sentinel.Do("SENTINEL", "replicas", "mymaster")
+		return strings.Contains(out, fmt.Sprint(replica.Port))
+	})
+
+	p := startCaddy(t, fmt.Sprintf(`
+	route /r/* {
+		stream_limit {
+			lease 3s
+			list_path /r/streams
+			store redis {
+				address %s
+				master_name mymaster
+				timeout 300ms
+			}
+		}
+		reverse_proxy {upstream}
+	}`, sentinel.Addr))
+	for range 3 {
+		if s := p.open("/r/slow/v.ts", "alice"); s.resp.StatusCode != http.StatusOK {
+			t.Fatalf("start: %s", s.resp.Status)
+		}
+	}
+	if r, _ := p.do(http.MethodGet, "/r/v.ts", "alice"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth start before the failover: %s", r.Status)
+	}
+
+	killed := time.Now()
+	master.Kill()
+	var passed int
+	var enforcedAfter time.Duration
+	eventually(t, "the limit is enforced through the new master", func() bool {
+		r, _ := p.do(http.MethodGet, "/r/v.ts", "alice")
+		if r.StatusCode == http.StatusTooManyRequests {
+			enforcedAfter = time.Since(killed)
+			return true
+		}
+		passed++ // on_store_error allow while there is no master
+		time.Sleep(100 * time.Millisecond)
+		return false
+	})
+	if addr, _ := sentinel.Do("SENTINEL", "get-master-addr-by-name", "mymaster"); !strings.Contains(addr, fmt.Sprint(replica.Port)) {
+		t.Fatalf("the sentinel's master is %q, not the replica", addr)
+	}
+	if n := len(p.listed("/r/streams", "alice")); n != 3 {
+		t.Fatalf("after the failover alice holds %d streams, want 3", n)
+	}
+	t.Logf("master killed: the limit was enforced again after %v; %d starts passed meanwhile under on_store_error allow (sentinel down-after 1s)",
+		enforcedAfter.Round(10*time.Millisecond), passed)
+}
