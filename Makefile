@@ -4,7 +4,7 @@ GO ?= go
 # Caddy keeps its state under XDG dirs; tests get a throwaway one.
 TEST_HOME := $(or $(TMPDIR),/tmp)/streamlimit-test-home
 
-.PHONY: run test deps lint build bench bench-store
+.PHONY: run test deps lint build bench bench-store xcaddy-check
 
 # Runs the demo: the limiter on :8080 in front of the demo origin on :8081.
 run:
@@ -38,3 +38,8 @@ bench-store: deps
 bench: deps
 	$(GO) build -o bin/caddy ./cmd/caddy
 	$(GO) run ./bench -caddy bin/caddy $(BENCH_FLAGS)
+
+# Builds Caddy with xcaddy from this checkout, as plugin users do, and checks
+# the module is listed. CI runs it after make test.
+xcaddy-check:
+	./scripts/xcaddy-check.sh
