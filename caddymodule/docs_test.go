@@ -1,0 +1,47 @@
+package caddymodule
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// syntaxBlock matches the placeholders of a syntax summary ("<n>",
+// "[<matcher>]"), which is documentation, not a config to adapt.
+var syntaxBlock = regexp.MustCompile(`<[a-z][a-z :|.-]*>`)
+
+// TestDocsCaddyfileExamplesAdapt adapts every caddyfile example in the
+// README and docs/, so that none of them rots. A snippet without a site
+// is adapted inside one.
+func TestDocsCaddyfileExamplesAdapt(t *testing.T) {
+	files := []string{"../README.md", "../docs/OPERATIONS.md", "../docs/SECURITY.md"}
+	adapted := 0
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(string(b), "```caddyfile\n")
+		for i, part := range parts[1:] {
+			block, _, _ := strings.Cut(part, "```")
+			if syntaxBlock.MatchString(block) || strings.Contains(block, "…") {
+				continue
+			}
+			cf := block
+			if !strings.Contains(block, "http://") && !strings.Contains(block, ".com {") && !strings.HasPrefix(strings.TrimSpace(block), "{") {
+				cf = "http://localhost:8080 {\n" + block + "\n}\n"
+			} else if strings.HasPrefix(strings.TrimSpace(block), "{") && !strings.Contains(block, "http://") && !strings.Contains(block, ".com {") {
+				cf = block + "\nhttp://localhost:8080 {\n\trespond ok\n}\n"
+			}
+			if _, _, err := caddyAdapt(cf); err != nil {
+				t.Errorf("%s, example %d does not adapt: %v\n%s", file, i+1, err, block)
+			}
+			adapted++
+		}
+	}
+	if adapted < 5 {
+		t.Fatalf("only %d examples adapted", adapted)
+	}
+	t.Logf("%d examples adapted", adapted)
+}
