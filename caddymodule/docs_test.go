@@ -15,7 +15,7 @@ var syntaxBlock = regexp.MustCompile(`<[a-z][a-z :|.-]*>`)
 // README and docs/, so that none of them rots. A snippet without a site
 // is adapted inside one.
 func TestDocsCaddyfileExamplesAdapt(t *testing.T) {
-	files := []string{"../README.md", "../docs/OPERATIONS.md", "../docs/SECURITY.md"}
+	files := []string{"../README.md", "../docs/CADDYFILE.md", "../docs/OPERATIONS.md", "../docs/SECURITY.md"}
 	adapted := 0
 	for _, file := range files {
 		b, err := os.ReadFile(file)
@@ -44,4 +44,25 @@ func TestDocsCaddyfileExamplesAdapt(t *testing.T) {
 		t.Fatalf("only %d examples adapted", adapted)
 	}
 	t.Logf("%d examples adapted", adapted)
+}
+
+// TestDocsJSONExamplesLoad loads every handler example of docs/JSON.md into
+// a Caddy config and validates it (provisioning the handler and its store).
+func TestDocsJSONExamplesLoad(t *testing.T) {
+	t.Setenv("STREAM_LIMIT_SECRET_FOR_DOCS", "sixteen-bytes-or-more")
+	b, err := os.ReadFile("../docs/JSON.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(string(b), "```json\n")
+	for i, part := range parts[1:] {
+		handler, _, _ := strings.Cut(part, "```")
+		cfg := `{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[` + handler + `]}]}}}}}`
+		if err := validateConfig(t, cfg); err != nil {
+			t.Errorf("docs/JSON.md example %d: %v\n%s", i+1, err, handler)
+		}
+	}
+	if len(parts) < 4 {
+		t.Fatalf("only %d JSON examples", len(parts)-1)
+	}
 }
