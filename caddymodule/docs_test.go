@@ -29,9 +29,10 @@ func TestDocsCaddyfileExamplesAdapt(t *testing.T) {
 				continue
 			}
 			cf := block
-			if !strings.Contains(block, "http://") && !strings.Contains(block, ".com {") && !strings.HasPrefix(strings.TrimSpace(block), "{") {
+			switch global, site := caddyfileShape(block); {
+			case !global && !site:
 				cf = "http://localhost:8080 {\n" + block + "\n}\n"
-			} else if strings.HasPrefix(strings.TrimSpace(block), "{") && !strings.Contains(block, "http://") && !strings.Contains(block, ".com {") {
+			case global && !site:
 				cf = block + "\nhttp://localhost:8080 {\n\trespond ok\n}\n"
 			}
 			if _, _, err := caddyAdapt(cf); err != nil {
@@ -65,4 +66,22 @@ func TestDocsJSONExamplesLoad(t *testing.T) {
 	if len(parts) < 4 {
 		t.Fatalf("only %d JSON examples", len(parts)-1)
 	}
+}
+
+// caddyfileShape tells whether a Caddyfile example has a global options
+// block and a site block, or is a snippet of directives.
+func caddyfileShape(block string) (global, site bool) {
+	for _, line := range strings.Split(block, "\n") {
+		if line == "" || line[0] == '\t' || line[0] == ' ' || line[0] == '#' || !strings.HasSuffix(line, "{") {
+			continue
+		}
+		first := strings.Fields(line)[0]
+		switch {
+		case first == "{":
+			global = true
+		case strings.ContainsAny(first, ":."):
+			site = true
+		}
+	}
+	return global, site
 }
