@@ -29,6 +29,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
 	"github.com/streamlimit/caddy-streamlimit/lease"
 )
 
@@ -269,12 +270,11 @@ type target struct {
 }
 
 func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func (t *target) start(dir string) {
@@ -471,15 +471,7 @@ func startRedis(dir string) (string, func()) {
 }
 
 func waitListening(addr string) {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			log.Fatalf("%s never listened", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := loopback.WaitListening(addr, 60*time.Second); err != nil {
+		log.Fatal(err)
 	}
 }

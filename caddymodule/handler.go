@@ -267,7 +267,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	key := lease.Key{Zone: h.Zone, User: user}
 
 	id := carried.id
-	if id != "" && (r.Method == http.MethodDelete || h.session()) && h.zone.lookup(streamRef{key, id}) == nil {
+	var known *localStream // the stream's state here, if any: looked up once
+	if id != "" && (r.Method == http.MethodDelete || h.session()) {
+		known = h.zone.lookup(streamRef{key, id})
+	}
+	if id != "" && (r.Method == http.MethodDelete || h.session()) && known == nil {
 		// Ids carry proof of their owner: one not issued to this user (forged,
 		// or another user's) is no stream of theirs, live or lapsed. (A
 		// stream known here was checked when it was first seen.)
@@ -296,7 +300,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, r, http.StatusInternalServerError, errorBody{Error: "bad_limit"})
 	}
 	if h.session() && id != "" {
-		return h.continueStream(w, r, next, streamRef{key, id}, limit)
+		return h.continueStream(w, r, next, streamRef{key, id}, known, limit)
 	}
 	return h.start(w, r, next, key, limit)
 }
@@ -400,9 +404,10 @@ func (h *Handler) redirectToToken(w http.ResponseWriter, r *http.Request, id str
 
 // continueStream serves a request that carries a stream id (session mode):
 // it renews the lease at most once per renewal interval, re-admits a lapsed
-// stream when a slot is free, and refuses a revoked one.
-func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int) error {
-	if ls := h.zone.lookup(ref); ls != nil {
+// stream when a slot is free, and refuses a revoked one. ls is the stream's
+// state in this process, or nil.
+func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, ls *localStream, limit int) error {
+	if ls != nil {
 		fresh, revoked := ls.fresh(h.ttl())
 		if revoked {
 			return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
 
@@ -119,16 +120,8 @@ func startFleet(t *testing.T, n int, redisAddr, origin string) []*instance {
 }
 
 func waitListening(t *testing.T, addr string) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never listened", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := loopback.WaitListening(addr, 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,0 +1,47 @@
+// Package loopback finds free ports on 127.0.0.1 and waits for servers to
+// listen there: what the tests, their harnesses and the benchmark share.
+package loopback
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// FreePort is FreeAddr's port.
+func FreePort() (int, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return 0, err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	var n int
+	_, err = fmt.Sscan(port, &n)
+	return n, err
+}
+
+// WaitListening waits until something accepts connections on addr.
+func WaitListening(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s never listened: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
