@@ -14,6 +14,11 @@ import (
 // master is killed with three streams live. The limiter follows the new
 // master, the live streams stay counted, and the limit holds again. The
 // window in which the limit is not enforced is measured and logged.
+//
+// The lease outlasts the failover (about 3 s here), as docs/GUARANTEES.md
+// tells operators to set it: a lease that lapses while there is no master
+// frees its slot, and a start in that moment may take it from the live
+// stream, which is then cut (correctly, but not what this test measures).
 func TestSentinelFailover(t *testing.T) {
 	master := redistest.Start(t)
 	replica := redistest.StartReplica(t, master)
@@ -30,7 +35,7 @@ func TestSentinelFailover(t *testing.T) {
 	p := startCaddy(t, fmt.Sprintf(`
 	route /r/* {
 		stream_limit {
-			lease 3s
+			lease 15s
 			list_path /r/streams
 			store redis {
 				address %s
@@ -48,6 +53,12 @@ func TestSentinelFailover(t *testing.T) {
 	if r, _ := p.do(http.MethodGet, "/r/v.ts", "alice"); r.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("fourth start before the failover: %s", r.Status)
 	}
+
+	// Replication is asynchronous; the window it leaves is documented, not
+	// measured here, so the kill comes after the replica has the leases.
+	eventually(t, "the replica has the three leases", func() bool {
+		return replOffset(master, "master_repl_offset") == replOffset(replica, "slave_repl_offset")
+	})
 
 	killed := time.Now()
 	master.Kill()
@@ -71,4 +82,18 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	t.Logf("master killed: the limit was enforced again after %v; %d starts passed meanwhile under on_store_error allow (sentinel down-after 1s)",
 		enforcedAfter.Round(10*time.Millisecond), passed)
+}
+
+// replOffset reads one offset field of a server's INFO replication.
+func replOffset(s *redistest.Server, field string) string {
+	info, err := s.Do("INFO", "replication")
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return v
+		}
+	}
+	return "missing"
 }
