@@ -4,18 +4,28 @@ GO ?= go
 # Caddy keeps its state under XDG dirs; tests get a throwaway one.
 TEST_HOME := $(or $(TMPDIR),/tmp)/streamlimit-test-home
 
-.PHONY: run test deps lint build bench bench-store xcaddy-check
+.PHONY: run test test-browser deps lint build bench bench-store xcaddy-check
 
 # Runs the demo: the limiter on :8080 in front of the demo origin on :8081.
 run:
 	$(GO) run ./cmd/caddy run --config Caddyfile
 
 # Installs what is missing, checks formatting and vet, runs every test
-# under the race detector.
+# under the race detector. Where Chromium is installed that includes the
+# browser test of the demo page (its screenshots land in browser/out).
 test: deps lint
 	mkdir -p $(TEST_HOME)
-	XDG_CONFIG_HOME=$(TEST_HOME) XDG_DATA_HOME=$(TEST_HOME) \
+	XDG_CONFIG_HOME=$(TEST_HOME) XDG_DATA_HOME=$(TEST_HOME) SCREENSHOT_DIR=$(CURDIR)/browser/out \
 		$(GO) test -race -count=1 -timeout 9m ./...
+
+# The demo page in headless Chromium through the demo Caddyfile: installs
+# Debian's chromium and playwright-core when missing, and fails rather than
+# skips without them. Screenshots land in browser/out.
+test-browser:
+	./scripts/deps.sh browser
+	mkdir -p $(TEST_HOME)
+	XDG_CONFIG_HOME=$(TEST_HOME) XDG_DATA_HOME=$(TEST_HOME) SCREENSHOT_DIR=$(CURDIR)/browser/out \
+	STREAMLIMIT_BROWSER=require $(GO) test -count=1 -run '^TestDemoPageInBrowser$$' -v ./cmd/caddy
 
 deps:
 	./scripts/deps.sh

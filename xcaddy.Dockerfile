@@ -4,6 +4,8 @@
 #   docker build -f xcaddy.Dockerfile -t caddy-streamlimit .
 #   docker run --rm -p 8080:8080 caddy-streamlimit
 #
+# then open http://localhost:8080/ for the demo page.
+#
 # In a Dockerfile of your own, build from the published module instead:
 #   xcaddy build v2.11.9 --with github.com/streamlimit/caddy-streamlimit
 
@@ -21,11 +23,13 @@ FROM caddy:2.11.9
 COPY --from=builder /usr/bin/caddy /usr/bin/caddy
 COPY Caddyfile /etc/caddy/Caddyfile
 COPY demo/media /srv/demo/media
+COPY demo/www /srv/demo/www
 # The demo listens on :8080 for players, serves its origin to itself on
 # localhost:8081, and keeps the admin API on localhost inside the container.
 ENV STREAMLIMIT_ADDR=:8080 \
 	STREAMLIMIT_ORIGIN=localhost:8081 \
 	STREAMLIMIT_ADMIN=localhost:2019 \
-	STREAMLIMIT_MEDIA=/srv/demo/media
+	STREAMLIMIT_MEDIA=/srv/demo/media \
+	STREAMLIMIT_WWW=/srv/demo/www
 EXPOSE 8080
 CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]

@@ -25,4 +25,6 @@ ff "${src[@]}" "${enc[@]}" -f dash -seg_duration 2 -use_template 1 -use_timeline
 
 ff "${src[@]}" "${enc[@]}" -movflags +faststart "$media/mp4/video.mp4"
 
+"$here/make-loop.sh"
+
 du -sh "$media"/*

@@ -1,23 +1,46 @@
 #!/usr/bin/env bash
 # Installs what the tests need and the machine lacks: Go modules, and the
 # Debian packages of the real peers the tests drive (redis-server, ffmpeg).
-# Installing needs root (CI and the dev machines run as root); without it,
-# the missing tools are named and the run stops.
+# With the argument `browser` it also installs what the browser test needs:
+# Debian's chromium and, from npm, playwright-core (browser/package-lock.json).
+# Without it, playwright-core is still installed where Chromium already is,
+# so that `make test` runs the browser test on such machines.
+# Installing packages needs root (CI and the dev machines run as root);
+# without it, the missing tools are named and the run stops.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
+chromium=${CHROMIUM:-/usr/bin/chromium}
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+# Chromium comes with its recommended packages (fonts among them): that is
+# the set seen to render and play video headless here.
+browser=()
+if [ "${1:-}" = browser ]; then
+	[ -x "$chromium" ] || browser+=(chromium)
+	command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+fi
 
-if [ ${#need[@]} -gt 0 ]; then
+if [ $((${#need[@]} + ${#browser[@]})) -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
-		echo "missing: ${need[*]} (install them, or run as root so that make installs them)" >&2
+		echo "missing: ${need[*]} ${browser[*]} (install them, or run as root so that make installs them)" >&2
 		exit 1
 	fi
-	echo "installing ${need[*]} with apt-get" >&2
+	echo "installing ${need[*]} ${browser[*]} with apt-get" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >/dev/null
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	if [ ${#need[@]} -gt 0 ]; then
+		apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	fi
+	if [ ${#browser[@]} -gt 0 ]; then
+		apt-get install -y -qq "${browser[@]}" >/dev/null
+	fi
 fi
 
 go mod download
+
+if [ -x "$chromium" ] && command -v npm >/dev/null 2>&1 && [ ! -d browser/node_modules/playwright-core ]; then
+	echo "installing playwright-core for the browser test (npm ci in browser/)" >&2
+	npm ci --prefix browser --no-audit --no-fund --loglevel=error >/dev/null
+fi

@@ -59,9 +59,10 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// TestDemoCaddyfile runs the committed demo exactly as the README does, on
-// free ports, and walks the README's curl session.
-func TestDemoCaddyfile(t *testing.T) {
+// startDemo runs the committed demo Caddyfile, as the README does, on free
+// ports, and returns the limiter's address once it answers.
+func startDemo(t *testing.T) string {
+	t.Helper()
 	addr, origin, admin := freeAddr(t), freeAddr(t), freeAddr(t)
 	cmd := exec.Command(caddyBin, "run", "--config", "Caddyfile")
 	cmd.Dir = "../.."
@@ -78,7 +79,23 @@ func TestDemoCaddyfile(t *testing.T) {
 			t.Logf("caddy output:\n%s", logs)
 		}
 	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp, err := http.Get("http://" + addr + "/"); err == nil {
+			resp.Body.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the demo never started listening")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
+// TestDemoCaddyfile runs the committed demo and walks the README's curl
+// session, and checks the demo page is served without taking a slot.
+func TestDemoCaddyfile(t *testing.T) {
+	addr := startDemo(t)
 	get := func(method, path string, hdr ...string) (*http.Response, string, error) {
 		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
 		for i := 0; i+1 < len(hdr); i += 2 {
@@ -92,15 +109,12 @@ func TestDemoCaddyfile(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, string(b), nil
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, _, err := get(http.MethodOptions, "/"); err == nil {
-			break
+
+	for _, path := range []string{"/", "/assets/demo.js", "/assets/demo.css", "/assets/hls.js/hls.light.min.js"} {
+		resp, body, err := get(http.MethodGet, path, "X-User-Id", "alice")
+		if err != nil || resp.StatusCode != http.StatusOK || len(body) == 0 || resp.Header.Get("Stream-Id") != "" {
+			t.Fatalf("demo page file %s: %v %v", path, err, resp)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the demo never started listening")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 
 	var ids []string

@@ -1,0 +1,143 @@
+// Drives the demo page in headless Chromium (Debian's chromium package,
+// through playwright-core) against a running demo Caddy: three screens play,
+// the fourth shows the limiter's refusal, and closing one lets the fourth
+// start. It saves screenshots of both moments.
+//
+//   BASE_URL=http://127.0.0.1:8080 SCREENSHOT_DIR=out node demo.test.mjs
+//
+// `make test-browser` runs it through TestDemoPageInBrowser (cmd/caddy),
+// which starts the demo Caddyfile on free ports first.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const base = process.env.BASE_URL || 'http://localhost:8080';
+const shots = process.env.SCREENSHOT_DIR || path.join(import.meta.dirname, 'out');
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const user = 'alice';
+
+// The flags keep Chromium off the network it would otherwise call home to,
+// which this closed machine refuses, and away from the GPU it lacks.
+const args = [
+	'--no-sandbox',
+	'--disable-gpu',
+	'--disable-quic',
+	'--no-first-run',
+	'--disable-background-networking',
+	'--disable-component-update',
+	'--disable-sync',
+];
+
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'streamlimit-chromium-'));
+fs.mkdirSync(shots, { recursive: true });
+const context = await chromium.launchPersistentContext(profile, {
+	executablePath,
+	headless: true,
+	args,
+	viewport: { width: 1440, height: 960 },
+	deviceScaleFactor: 1,
+});
+
+const problems = [];
+const segmentURLs = [];
+let page;
+
+function step(what) {
+	console.log(`· ${what}`);
+}
+
+// state reads what the page shows: each screen's state, segment count,
+// stream id, playback position and overlay, and the panel's stream ids.
+async function state() {
+	return page.evaluate(() => ({
+		screens: [...document.querySelectorAll('.screen')].map((el) => ({
+			n: Number(el.dataset.screen),
+			state: el.dataset.state,
+			segments: Number(el.dataset.segments || 0),
+			id: el.dataset.streamId,
+			time: el.querySelector('video').currentTime,
+			overlay: [...el.querySelectorAll('.overlay p')].map((p) => p.textContent).join(' | '),
+		})),
+		listed: [...document.querySelectorAll('#streams li')].map((li) => li.dataset.streamId),
+	}));
+}
+
+// waitUntil polls the page's state until check passes, and fails with the
+// last state seen.
+async function waitUntil(what, check, timeoutMs = 30000) {
+	const deadline = Date.now() + timeoutMs;
+	let last;
+	for (;;) {
+		last = await state();
+		if (check(last)) return last;
+		if (Date.now() > deadline) {
+			throw new Error(`never happened: ${what}\nlast state: ${JSON.stringify(last, null, 2)}`);
+		}
+		await new Promise((r) => setTimeout(r, 200));
+	}
+}
+
+const playing = (s, n) => {
+	const sc = s.screens[n - 1];
+	return sc.state === 'playing' && sc.segments >= 2 && sc.time > 0.5 && /^[0-9a-f-]{36}$/.test(sc.id);
+};
+
+try {
+	page = await context.newPage();
+	page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+	page.on('request', (req) => {
+		if (req.url().endsWith('.ts')) segmentURLs.push(req.url());
+	});
+
+	step(`open ${base}/ as ${user}`);
+	const resp = await page.goto(`${base}/`);
+	assert.equal(resp.status(), 200, 'the demo page loads');
+
+	step('screens 1-3 play: segments loaded and video time moving');
+	let s = await waitUntil('screens 1, 2 and 3 play', (st) => [1, 2, 3].every((n) => playing(st, n)));
+
+	step('screen 4 shows the refusal from the 429 body');
+	s = await waitUntil('screen 4 is refused', (st) => st.screens[3].state === 'refused');
+	const refusal = s.screens[3].overlay;
+	assert.match(refusal, /Limit reached/, 'the refusal title');
+	assert.match(refusal, /already watching 3 of 3 streams/, 'active and limit from the 429 body');
+	assert.match(refusal, /429 stream_limit_exceeded/, 'the status and error from the 429 body');
+	assert.equal(s.screens[3].segments, 0, 'the refused screen loaded no segment');
+
+	step('the panel lists exactly the three playing streams');
+	s = await waitUntil('the panel lists three streams', (st) => st.listed.length === 3);
+	assert.deepEqual(new Set(s.listed), new Set(s.screens.slice(0, 3).map((sc) => sc.id)));
+	assert.equal(new Set(s.listed).size, 3, 'three distinct stream ids');
+	await page.screenshot({ path: path.join(shots, 'demo-limit.png'), fullPage: true });
+
+	step('close screen 2');
+	const closedID = s.screens[1].id;
+	await page.locator('.screen[data-screen="2"] .action').click();
+	s = await waitUntil('screen 2 is closed with 204', (st) => st.screens[1].state === 'closed' && st.screens[1].overlay.includes('→ 204'));
+
+	step('screen 4 starts in the freed slot');
+	s = await waitUntil('screen 4 plays', (st) => playing(st, 4));
+	s = await waitUntil('the panel lists screens 1, 3 and 4', (st) =>
+		st.listed.length === 3 && [1, 3, 4].every((n) => st.listed.includes(st.screens[n - 1].id)));
+	assert.ok(!s.listed.includes(closedID), 'the closed stream is gone from the list');
+	for (const n of [1, 3]) assert.ok(playing(s, n), `screen ${n} still plays`);
+	await page.screenshot({ path: path.join(shots, 'demo-after-close.png'), fullPage: true });
+
+	step('every segment the players fetched carried a stream token');
+	assert.ok(segmentURLs.length >= 8, `segments fetched: ${segmentURLs.length}`);
+	const untokenized = segmentURLs.filter((u) => !/\/~sl-[0-9a-f-]{36}\//.test(u));
+	assert.deepEqual(untokenized, [], 'segment URLs without a token');
+
+	assert.deepEqual(problems, [], 'errors on the page');
+	console.log(`ok: 3 played, the 4th was refused, then started after a close; ${segmentURLs.length} segments; screenshots in ${shots}`);
+} catch (err) {
+	if (page) await page.screenshot({ path: path.join(shots, 'failure.png'), fullPage: true }).catch(() => {});
+	console.error(err.stack || String(err));
+	if (problems.length) console.error(problems.join('\n'));
+	process.exitCode = 1;
+} finally {
+	await context.close();
+	fs.rmSync(profile, { recursive: true, force: true });
+}

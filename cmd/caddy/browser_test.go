@@ -1,0 +1,56 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestDemoPageInBrowser opens the demo page through the demo Caddyfile in
+// headless Chromium, as a person would, and checks what they would see:
+// three screens play, the fourth shows the 429 refusal, closing one lets
+// the fourth start (browser/demo.test.mjs drives the page).
+//
+// It needs Debian's chromium and playwright-core (browser/node_modules):
+// `make test-browser` installs both and requires the test to run; `make
+// test` runs it wherever Chromium is installed, and skips it elsewhere.
+func TestDemoPageInBrowser(t *testing.T) {
+	required := os.Getenv("STREAMLIMIT_BROWSER") == "require"
+	missing := func(format string, args ...any) {
+		t.Helper()
+		msg := fmt.Sprintf(format, args...) + " (make test-browser installs it)"
+		if required {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	chromium := cmp.Or(os.Getenv("CHROMIUM"), "/usr/bin/chromium")
+	if _, err := os.Stat(chromium); err != nil {
+		missing("no Chromium at %s", chromium)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		missing("no node on PATH")
+	}
+	browserDir, err := filepath.Abs("../../browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core")); err != nil {
+		missing("playwright-core is not installed in browser/")
+	}
+
+	addr := startDemo(t)
+	shots := cmp.Or(os.Getenv("SCREENSHOT_DIR"), t.TempDir())
+	cmd := exec.Command(node, "demo.test.mjs")
+	cmd.Dir = browserDir
+	cmd.Env = append(os.Environ(), "BASE_URL=http://"+addr, "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium)
+	out, err := cmd.CombinedOutput()
+	t.Logf("browser/demo.test.mjs:\n%s", out)
+	if err != nil {
+		t.Fatalf("the browser test failed (%v); a screenshot of the failure is in %s", err, shots)
+	}
+}
