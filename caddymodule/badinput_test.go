@@ -68,7 +68,7 @@ func TestBadInputTable(t *testing.T) {
 		{"empty path token", "GET", "/v/hls/~sl-/seg.ts", "m10", nil, 400, "bad_stream_id", false},
 		{"two path tokens", "GET", "/v/~sl-" + aliceID + "/~sl-" + forgedV8 + "/seg.ts", "alice", nil, 400, "bad_stream_id", false},
 		{"revoked own id", "GET", "/v/hls/seg.ts", "kicked", []string{StreamIDHeader, kicked}, 409, "stream_revoked", false},
-		{"replayed own closed id", "GET", "/v/hls/seg.ts", "mallory", []string{StreamIDHeader, closed}, 200, "", true},
+		{"replayed own closed id", "GET", "/v/hls/seg.ts", "mallory", []string{StreamIDHeader, closed}, 409, "stream_revoked", false},
 		{"DELETE without an id", "DELETE", "/v/hls/index.m3u8", "m11", nil, 400, "missing_stream_id", false},
 		{"DELETE with a malformed id", "DELETE", "/v/hls/index.m3u8", "m12", []string{StreamIDHeader, "x"}, 400, "bad_stream_id", false},
 		{"DELETE with a forged id", "DELETE", "/v/hls/index.m3u8", "m13", []string{StreamIDHeader, forgedV8}, 404, "stream_not_found", false},

@@ -500,15 +500,19 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, i
 		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "missing_stream_id"})
 	}
 	ref := streamRef{key, id}
+	// A closed stream is over: its id is revoked, not merely released, so
+	// that a request of it still on its way (a player's prefetch, or a
+	// player that goes on fetching) gets 409 rather than taking the slot
+	// back for a whole lease.
 	release := func() {
 		ctx, cancel := h.storeContext(r)
-		err = h.zone.store.Release(ctx, key, id)
+		err = h.zone.store.Revoke(ctx, key, id, lease.TombstoneTTL(h.ttl()))
 		cancel()
 	}
 	ls := h.zone.lookup(ref)
 	if ls != nil {
 		// After the release no renewal of it may run, and its requests in
-		// flight here are cut: a closed stream's id used again is a start.
+		// flight here are cut.
 		ls.end(release)
 		if err == nil {
 			ls.cutAll()

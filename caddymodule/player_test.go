@@ -320,6 +320,15 @@ func TestBadPathTokens(t *testing.T) {
 	if l := p.listed("/media/streams", "alice"); len(l) != 0 {
 		t.Fatalf("after DELETE: %v", l)
 	}
+	// A segment request of the closed stream still on its way is refused,
+	// and takes no slot back.
+	late := "/media/hls/" + PathTokenPrefix + newest + "/seg01.ts"
+	if resp, body := p.do(http.MethodGet, late, "alice"); resp.StatusCode != http.StatusConflict || decodeJSON(t, body)["error"] != "stream_revoked" {
+		t.Fatalf("a late request of the closed stream: %s %s, want 409 stream_revoked", resp.Status, body)
+	}
+	if l := p.listed("/media/streams", "alice"); len(l) != 0 {
+		t.Fatalf("the closed stream came back: %v", l)
+	}
 	for _, path := range p.origin.paths() {
 		if strings.Contains(path, "~sl") {
 			t.Fatalf("the origin saw a token as a path: %s", path)
