@@ -14,9 +14,13 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 const base = process.env.BASE_URL || 'http://localhost:8080';
+const admin = process.env.ADMIN_URL || 'http://localhost:2019';
 const shots = process.env.SCREENSHOT_DIR || path.join(import.meta.dirname, 'out');
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
-const user = 'alice';
+// DEMO_USER=alice-$$ gives a run against a long-lived `make run` a user of
+// its own (a crashed run leaves leases for 30 s).
+const user = process.env.DEMO_USER || 'alice';
+const lease = 30000; // the demo Caddyfile's
 
 // The flags keep Chromium off the network it would otherwise call home to,
 // which this closed machine refuses, and away from the GPU it lacks.
@@ -92,7 +96,7 @@ try {
 	});
 
 	step(`open ${base}/ as ${user}`);
-	const resp = await page.goto(`${base}/`);
+	const resp = await page.goto(`${base}/?user=${user}`);
 	assert.equal(resp.status(), 200, 'the demo page loads');
 
 	step('screens 1-3 play: segments loaded and video time moving');
@@ -125,6 +129,22 @@ try {
 	for (const n of [1, 3]) assert.ok(playing(s, n), `screen ${n} still plays`);
 	await page.screenshot({ path: path.join(shots, 'demo-after-close.png'), fullPage: true });
 
+	step('the streams outlive their lease while they play');
+	const firstStart = Date.now() - (await page.evaluate(() => performance.now()));
+	await new Promise((r) => setTimeout(r, Math.max(0, firstStart + lease + 5000 - Date.now())));
+	s = await state();
+	const live = [1, 3, 4].map((n) => s.screens[n - 1].id);
+	assert.deepEqual(new Set(s.listed), new Set(live), 'the panel still lists screens 1, 3 and 4 after the lease');
+	for (const n of [1, 3, 4]) assert.ok(playing(s, n), `screen ${n} still plays`);
+	assert.equal(s.screens[1].state, 'closed', 'screen 2 stays closed');
+
+	step('a kicked stream shows as revoked');
+	const kick = await context.request.delete(`${admin}/stream_limit/zones/default/users/${encodeURIComponent(user)}/streams/${live[0]}`);
+	assert.equal(kick.status(), 204, 'the admin API kicks screen 1');
+	const kicked = Date.now();
+	s = await waitUntil('screen 1 is revoked', (st) => st.screens[0].state === 'revoked', 10000);
+	console.log(`  revoked after ${Date.now() - kicked} ms`);
+
 	step('every segment the players fetched carried a stream token');
 	assert.ok(segmentURLs.length >= 8, `segments fetched: ${segmentURLs.length}`);
 	const untokenized = segmentURLs.filter((u) => !/\/~sl-[0-9a-f-]{36}\//.test(u));
@@ -138,6 +158,9 @@ try {
 	if (problems.length) console.error(problems.join('\n'));
 	process.exitCode = 1;
 } finally {
+	// context.close() alone fires no pagehide: the page's streams would hold
+	// their slots for a lease.
+	if (page) await page.close({ runBeforeUnload: true }).catch(() => {});
 	await context.close();
 	fs.rmSync(profile, { recursive: true, force: true });
 }

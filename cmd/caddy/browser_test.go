@@ -1,12 +1,17 @@
+//go:build unix
+
 package main
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestDemoPageInBrowser opens the demo page through the demo Caddyfile in
@@ -43,11 +48,19 @@ func TestDemoPageInBrowser(t *testing.T) {
 		missing("playwright-core is not installed in browser/")
 	}
 
-	addr := startDemo(t)
+	addr, admin := startDemoAdmin(t)
 	shots := cmp.Or(os.Getenv("SCREENSHOT_DIR"), t.TempDir())
-	cmd := exec.Command(node, "demo.test.mjs")
+	// A hung Chromium must fail this test, not stall `go test` until its
+	// -timeout panics with node and Chromium left running: they share a
+	// process group, killed whole at the deadline.
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "demo.test.mjs")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Dir = browserDir
-	cmd.Env = append(os.Environ(), "BASE_URL=http://"+addr, "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium)
+	cmd.Env = append(os.Environ(), "BASE_URL=http://"+addr, "ADMIN_URL=http://"+admin, "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium)
 	out, err := cmd.CombinedOutput()
 	t.Logf("browser/demo.test.mjs:\n%s", out)
 	if err != nil {

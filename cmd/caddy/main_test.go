@@ -63,6 +63,13 @@ func freeAddr(t *testing.T) string {
 // ports, and returns the limiter's address once it answers.
 func startDemo(t *testing.T) string {
 	t.Helper()
+	addr, _ := startDemoAdmin(t)
+	return addr
+}
+
+// startDemoAdmin is startDemo that also returns Caddy's admin address.
+func startDemoAdmin(t *testing.T) (addr, admin string) {
+	t.Helper()
 	addr, origin, admin := freeAddr(t), freeAddr(t), freeAddr(t)
 	cmd := exec.Command(caddyBin, "run", "--config", "Caddyfile")
 	cmd.Dir = "../.."
@@ -83,7 +90,7 @@ func startDemo(t *testing.T) string {
 	for {
 		if resp, err := http.Get("http://" + addr + "/"); err == nil {
 			resp.Body.Close()
-			return addr
+			return addr, admin
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the demo never started listening")

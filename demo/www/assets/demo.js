@@ -8,7 +8,10 @@
 
 const params = new URLSearchParams(location.search);
 const user = params.get('user') || 'alice';
-const source = new URL(params.get('src') || '/hls/loop.m3u8', location.href).href;
+// ?src= picks another stream of this site (/dash/… is not HLS); never
+// another site, which would get the user header and the DELETEs.
+const wanted = new URL(params.get('src') || '/hls/loop.m3u8', location.href);
+const source = wanted.origin === location.origin ? wanted.href : new URL('/hls/loop.m3u8', location.href).href;
 const listPath = '/streams';
 const screenCount = 4;
 const leaseSeconds = 30; // the demo Caddyfile's lease, for the panel's bars
@@ -25,7 +28,7 @@ const labels = {
 	starting: 'Starting',
 	playing: 'Playing',
 	refused: 'Refused',
-	revoked: 'Closed elsewhere',
+	revoked: 'Revoked',
 	closed: 'Closed',
 	error: 'Error',
 };
@@ -56,15 +59,20 @@ class Screen {
 		this.detail = el.querySelector('.overlay-detail');
 		this.segmentCount = el.querySelector('.segments');
 		this.sid = el.querySelector('.sid');
-		this.button = el.querySelector('.action');
 		el.dataset.screen = String(n);
-		el.querySelector('.screen-name').textContent = `Screen ${n}`;
+		const name = el.querySelector('.screen-name');
+		name.textContent = `Screen ${n}`;
+		name.id = `screen-${n}-name`;
+		el.setAttribute('aria-labelledby', name.id);
+		this.button = el.querySelector('.action');
+		this.button.setAttribute('aria-describedby', name.id);
 		this.button.addEventListener('click', () => (this.state === 'playing' ? this.close() : this.start()));
 		this.hls = null;
 		this.id = '';
 		this.url = '';
 		this.segments = 0;
 		this.retryTimer = 0;
+		this.gen = 0; // bumped by every start and close: stale callbacks check it
 		this.started = Promise.resolve();
 		this.show('idle', { title: 'Idle', text: 'Not started.' });
 	}
@@ -98,8 +106,12 @@ class Screen {
 	start() {
 		if (this.state === 'starting') return this.started;
 		this.teardown();
+		this.gen++;
 		this.id = '';
 		this.url = '';
+		this.segments = 0;
+		this.segmentCount.textContent = '0';
+		delete this.el.dataset.segments;
 		this.show('starting', { title: 'Starting', text: 'Asking the limiter for a slot…' });
 		this.started = new Promise((resolve) => {
 			const hls = new Hls({
@@ -110,7 +122,8 @@ class Screen {
 				maxBufferLength: 8,
 				maxMaxBufferLength: 12,
 				backBufferLength: 8,
-				// A refusal is an answer, not a fault to retry.
+				// hls.js never retries a 4xx playlist; no retries of 5xx or
+				// timeouts either, so a failed start shows at once.
 				manifestLoadPolicy: {
 					default: { maxTimeToFirstByteMs: 10000, maxLoadTimeMs: 20000, timeoutRetry: null, errorRetry: null },
 				},
@@ -127,7 +140,13 @@ class Screen {
 			});
 			hls.on(Hls.Events.FRAG_LOADED, () => this.countSegment());
 			hls.on(Hls.Events.ERROR, (_, data) => {
-				if (!data.fatal) return;
+				// hls.js retries a failed segment of a one-rendition stream 6
+				// times over ~31 s, 4xx included, before it gives up: a revoked
+				// stream (409) never comes back, and a lapsed one refused at the
+				// limit (429) is the page's to retry, so both end playback now.
+				const code = data.response && data.response.code;
+				const refused = data.details === Hls.ErrorDetails.FRAG_LOAD_ERROR && (code === 409 || code === 429);
+				if (!data.fatal && !refused) return;
 				this.failed(data);
 				resolve();
 			});
@@ -142,8 +161,10 @@ class Screen {
 		const status = (data.response && data.response.code) || (xhr && xhr.status) || 0;
 		const body = refusalBody(xhr);
 		this.teardown();
+		this.id = '';
+		this.url = '';
 		if (status === 429) {
-			const retryAfter = Number((xhr && xhr.getResponseHeader('Retry-After')) || 5);
+			const retryAfter = Math.min(Math.max(Number.parseInt((xhr && xhr.getResponseHeader('Retry-After')) || '', 10) || 5, 1), 60);
 			this.show('refused', {
 				title: 'Limit reached',
 				text: `${user} is already watching ${body.active ?? '?'} of ${body.limit ?? '?'} streams. Close one and this screen starts.`,
@@ -154,8 +175,8 @@ class Screen {
 			this.retryTimer = setTimeout(() => this.state === 'refused' && this.start(), retryAfter * 1000);
 		} else if (status === 409) {
 			this.show('revoked', {
-				title: 'Stream closed',
-				text: 'An operator kicked this stream, or a newer one evicted it.',
+				title: 'Stream ended',
+				text: 'This stream was closed from elsewhere: kicked by an operator, evicted by a newer stream, or closed in another tab.',
 				detail: `409 ${body.error || ''}`,
 			});
 		} else {
@@ -171,15 +192,18 @@ class Screen {
 	// close ends the stream: DELETE on the URL it plays frees its slot.
 	async close() {
 		const url = this.url;
+		const id = this.id;
+		const gen = ++this.gen;
 		this.teardown();
 		this.show('closed', { title: 'Closed', text: 'Stream closed; its slot is free.', detail: 'DELETE …' });
 		let detail = '';
 		try {
-			const resp = await fetch(url, { method: 'DELETE', headers: withUser() });
+			const resp = await fetch(url, { method: 'DELETE', headers: withUser(id ? { 'Stream-Id': id } : {}) });
 			detail = `DELETE ${new URL(url).pathname} → ${resp.status}`;
 		} catch (err) {
 			detail = `DELETE failed: ${err.message}`;
 		}
+		if (gen !== this.gen) return; // started again meanwhile: that stream's state stands
 		this.id = '';
 		this.show('closed', { title: 'Closed', text: 'Stream closed; its slot is free.', detail });
 		await panel.refresh();
@@ -238,52 +262,58 @@ const panel = {
 	render(streams, serverNow) {
 		document.getElementById('limit').textContent = String(limit);
 		const slots = document.getElementById('slots');
-		slots.replaceChildren();
-		for (let i = 0; i < limit; i++) {
-			const pip = document.createElement('span');
-			pip.className = i < streams.length ? 'pip used' : 'pip';
-			slots.append(pip);
+		const summary = `${streams.length} of ${limit} slots used`;
+		if (slots.dataset.summary !== summary) {
+			// Rebuilt only when it changes: it is a live region.
+			slots.dataset.summary = summary;
+			slots.replaceChildren();
+			for (let i = 0; i < limit; i++) {
+				const pip = document.createElement('span');
+				pip.className = i < streams.length ? 'pip used' : 'pip';
+				slots.append(pip);
+			}
+			const count = document.createElement('span');
+			count.className = 'count';
+			count.textContent = summary;
+			slots.append(count);
 		}
-		const count = document.createElement('span');
-		count.className = 'count';
-		count.textContent = `${streams.length} of ${limit} slots used`;
-		slots.append(count);
 		slots.classList.toggle('full', streams.length >= limit);
 
+		// Rows are kept by stream id and updated in place, so that a Close
+		// button keeps focus and a press on it survives the next refresh.
 		const list = document.getElementById('streams');
-		list.replaceChildren(...streams.map((s) => this.row(s, serverNow)));
+		const old = new Map([...list.children].map((li) => [li.dataset.streamId, li]));
+		const rows = streams.map((s) => this.row(old.get(s.id), s, serverNow));
+		for (const li of old.values()) if (!rows.includes(li)) li.remove();
+		// Moving (or replacing) a row that holds focus would blur it: only
+		// rows out of place are moved.
+		rows.forEach((li, i) => { if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null); });
 		list.dataset.count = String(streams.length);
 		document.getElementById('empty').hidden = streams.length > 0;
 	},
 
-	row(stream, serverNow) {
+	row(li, stream, serverNow) {
+		if (!li) {
+			li = document.createElement('li');
+			li.dataset.streamId = stream.id;
+			li.innerHTML = '<div><span class="who"></span> <span class="id"></span></div>'
+				+ '<button type="button" class="danger">Close</button>'
+				+ '<div class="lease"><span></span></div><span class="times"></span>';
+			li.querySelector('.id').textContent = `${stream.id.slice(0, 13)}…`;
+			li.querySelector('.id').title = stream.id;
+			li.querySelector('button').addEventListener('click', () => {
+				const screen = screens.find((sc) => sc.id === stream.id);
+				return screen ? screen.close() : closeElsewhere(stream.id);
+			});
+		}
 		const screen = screens.find((sc) => sc.id && sc.id === stream.id);
-		const li = document.createElement('li');
-		li.dataset.streamId = stream.id;
-		const who = document.createElement('span');
+		const who = li.querySelector('.who');
 		who.className = screen ? 'who' : 'who elsewhere';
 		who.textContent = screen ? `Screen ${screen.n}` : 'Elsewhere';
-		const id = document.createElement('span');
-		id.className = 'id';
-		id.textContent = `${stream.id.slice(0, 13)}…`;
-		id.title = stream.id;
-		const close = document.createElement('button');
-		close.type = 'button';
-		close.className = 'danger';
-		close.textContent = 'Close';
-		close.addEventListener('click', () => (screen ? screen.close() : closeElsewhere(stream.id)));
+		li.querySelector('button').setAttribute('aria-label', `Close the stream of ${who.textContent.toLowerCase()}`);
 		const left = Date.parse(stream.expires) - serverNow;
-		const bar = document.createElement('div');
-		bar.className = 'lease';
-		const fill = document.createElement('span');
-		fill.style.width = `${Math.max(0, Math.min(100, (left / (leaseSeconds * 1000)) * 100))}%`;
-		bar.append(fill);
-		const times = document.createElement('span');
-		times.className = 'times';
-		times.textContent = `started ${ago(serverNow - Date.parse(stream.started))} ago · lease ends in ${ago(left)} unless renewed`;
-		const head = document.createElement('div');
-		head.append(who, ' ', id);
-		li.append(head, close, bar, times);
+		li.querySelector('.lease span').style.width = `${Math.max(0, Math.min(100, (left / (leaseSeconds * 1000)) * 100))}%`;
+		li.querySelector('.times').textContent = `started ${ago(serverNow - Date.parse(stream.started))} ago · lease ends in ${ago(Math.min(left, leaseSeconds * 1000))} unless renewed`;
 		return li;
 	},
 };
@@ -291,7 +321,11 @@ const panel = {
 // closeElsewhere closes a stream this page does not play: DELETE with its
 // id in the Stream-Id header, on any path the limiter guards.
 async function closeElsewhere(id) {
-	await fetch(source, { method: 'DELETE', headers: withUser({ 'Stream-Id': id }) });
+	try {
+		await fetch(source, { method: 'DELETE', headers: withUser({ 'Stream-Id': id }) });
+	} catch {
+		// The panel's next refresh shows whether it is gone.
+	}
 	await panel.refresh();
 }
 
@@ -304,8 +338,9 @@ function startWaiting() {
 
 async function main() {
 	document.getElementById('user').textContent = user;
+	const sq = (v) => `'${v.replaceAll("'", "'\\''")}'`; // POSIX shell single quotes
 	document.getElementById('ffmpeg-cmd').textContent =
-		`ffmpeg -re -headers 'X-User-Id: ${user}'$'\\r\\n' \\\n  -i ${source} -c copy -f null -`;
+		`ffmpeg -re -headers ${sq(`X-User-Id: ${user}`)}$'\\r\\n' \\\n  -i ${sq(source)} -c copy -f null -`;
 	const root = document.getElementById('screens');
 	for (let n = 1; n <= screenCount; n++) {
 		const screen = new Screen(n);
