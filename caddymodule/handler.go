@@ -504,16 +504,16 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, i
 	// that a request of it still on its way (a player's prefetch, or a
 	// player that goes on fetching) gets 409 rather than taking the slot
 	// back for a whole lease.
-	release := func() {
+	revoke := func() {
 		ctx, cancel := h.storeContext(r)
 		err = h.zone.store.Revoke(ctx, key, id, lease.TombstoneTTL(h.ttl()))
 		cancel()
 	}
 	ls := h.zone.lookup(ref)
 	if ls != nil {
-		// After the release no renewal of it may run, and its requests in
+		// After the revoke no renewal of it may run, and its requests in
 		// flight here are cut.
-		ls.end(release)
+		ls.end(revoke)
 		if err == nil {
 			ls.cutAll()
 			h.zone.forget(ref)
@@ -521,7 +521,7 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, i
 			ls.resume()
 		}
 	} else {
-		release()
+		revoke()
 	}
 	switch {
 	case errors.Is(err, lease.ErrNotFound):

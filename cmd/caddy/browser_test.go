@@ -48,7 +48,7 @@ func TestDemoPageInBrowser(t *testing.T) {
 		missing("playwright-core is not installed in browser/")
 	}
 
-	addr, admin := startDemoAdmin(t)
+	addr, admin := startDemo(t)
 	shots := cmp.Or(os.Getenv("SCREENSHOT_DIR"), t.TempDir())
 	// A hung Chromium must fail this test, not stall `go test` until its
 	// -timeout panics with node and Chromium left running: they share a

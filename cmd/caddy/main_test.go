@@ -60,15 +60,9 @@ func freeAddr(t *testing.T) string {
 }
 
 // startDemo runs the committed demo Caddyfile, as the README does, on free
-// ports, and returns the limiter's address once it answers.
-func startDemo(t *testing.T) string {
-	t.Helper()
-	addr, _ := startDemoAdmin(t)
-	return addr
-}
-
-// startDemoAdmin is startDemo that also returns Caddy's admin address.
-func startDemoAdmin(t *testing.T) (addr, admin string) {
+// ports, and returns the limiter's and the admin API's addresses once the
+// limiter answers.
+func startDemo(t *testing.T) (addr, admin string) {
 	t.Helper()
 	addr, origin, admin := freeAddr(t), freeAddr(t), freeAddr(t)
 	cmd := exec.Command(caddyBin, "run", "--config", "Caddyfile")
@@ -102,7 +96,7 @@ func startDemoAdmin(t *testing.T) (addr, admin string) {
 // TestDemoCaddyfile runs the committed demo and walks the README's curl
 // session, and checks the demo page is served without taking a slot.
 func TestDemoCaddyfile(t *testing.T) {
-	addr := startDemo(t)
+	addr, _ := startDemo(t)
 	get := func(method, path string, hdr ...string) (*http.Response, string, error) {
 		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
 		for i := 0; i+1 < len(hdr); i += 2 {
