@@ -131,7 +131,7 @@ func BenchmarkRedisMemoryPerLease(b *testing.B) {
 				for range perUser {
 					id, _ := packID(uuid.NewString())
 					scriptAcquire.EvalSha(ctx, pipe, s.keys(Key{"default", fmt.Sprintf("user-%d", u)}),
-						id, time.Hour.Milliseconds(), perUser, 0, TombstoneTTL(time.Hour).Milliseconds(), 0)
+						id, time.Hour.Milliseconds(), perUser, 0, TombstoneTTL(time.Hour).Milliseconds(), 0, MaxTombstones)
 				}
 			}
 			if _, err := pipe.Exec(ctx); err != nil {
@@ -215,7 +215,7 @@ func fillRedis(b *testing.B, client redis.UniversalClient, s *RedisStore, live i
 		for i := start; i < min(start+3000, live); i++ {
 			id, _ := packID(uuid.NewString())
 			scriptAcquire.EvalSha(ctx, pipe, s.keys(Key{"default", "filler-" + strconv.Itoa(i/3)}),
-				id, time.Hour.Milliseconds(), 3, 0, TombstoneTTL(time.Hour).Milliseconds(), 0)
+				id, time.Hour.Milliseconds(), 3, 0, TombstoneTTL(time.Hour).Milliseconds(), 0, MaxTombstones)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			b.Fatal(err)

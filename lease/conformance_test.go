@@ -166,6 +166,48 @@ func testConformance(t *testing.T, open storeFactory) {
 		}
 	})
 
+	t.Run("a user keeps at most MaxTombstones, the latest to lapse", func(t *testing.T) {
+		s, clock := newStore(t)
+		k := Key{"z", "u"}
+		const closes = MaxTombstones + 40
+		for i := range closes {
+			// Each later close lapses later: the first ones are trimmed.
+			acquire(t, s, "u", id(fmt.Sprintf("c%d", i)), 3, Deny)
+			if err := s.Revoke(ctx, k, id(fmt.Sprintf("c%d", i)), TombstoneTTL(ttl)); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(time.Millisecond)
+		}
+		for i := range closes {
+			_, err := s.Renew(ctx, k, id(fmt.Sprintf("c%d", i)), ttl)
+			want := ErrRevoked
+			if i < closes-MaxTombstones {
+				want = ErrNotFound
+			}
+			if !errors.Is(err, want) {
+				t.Fatalf("close %d of %d: renew %v, want %v", i, closes, err, want)
+			}
+		}
+		// Evictions leave tombstones under the same cap.
+		for i := range closes {
+			acquire(t, s, "u", id(fmt.Sprintf("e%d", i)), 1, EvictOldest)
+			clock.Advance(time.Millisecond)
+		}
+		revoked := 0
+		for i := range closes {
+			if _, err := s.Renew(ctx, k, id(fmt.Sprintf("e%d", i)), ttl); errors.Is(err, ErrRevoked) {
+				revoked++
+			}
+		}
+		if revoked != MaxTombstones {
+			t.Fatalf("%d evicted ids refused as revoked, want the cap %d", revoked, MaxTombstones)
+		}
+		// A trimmed id comes back only into a free slot.
+		if d := acquire(t, s, "u", id("c0"), 1, Deny); d.Admitted {
+			t.Fatalf("a trimmed id was admitted over the limit: %+v", d)
+		}
+	})
+
 	t.Run("evict oldest admits the newcomer and revokes the first start", func(t *testing.T) {
 		s, clock := newStore(t)
 		for i := range 3 {
@@ -262,12 +304,13 @@ func testConformance(t *testing.T, open storeFactory) {
 		s, _ := newStore(t)
 		long := strings.Repeat("x", MaxUserLen+1)
 		for name, req := range map[string]AcquireRequest{
-			"empty user": {Key: Key{"z", ""}, ID: id("a"), Limit: 1, TTL: ttl},
-			"long user":  {Key: Key{"z", long}, ID: id("a"), Limit: 1, TTL: ttl},
-			"empty id":   {Key: Key{"z", "u"}, ID: "", Limit: 1, TTL: ttl},
-			"short id":   {Key: Key{"z", "u"}, ID: "s0", Limit: 1, TTL: ttl},
-			"upper id":   {Key: Key{"z", "u"}, ID: strings.ToUpper(id("a")), Limit: 1, TTL: ttl},
-			"zero ttl":   {Key: Key{"z", "u"}, ID: id("a"), Limit: 1},
+			"empty user":           {Key: Key{"z", ""}, ID: id("a"), Limit: 1, TTL: ttl},
+			"long user":            {Key: Key{"z", long}, ID: id("a"), Limit: 1, TTL: ttl},
+			"empty id":             {Key: Key{"z", "u"}, ID: "", Limit: 1, TTL: ttl},
+			"short id":             {Key: Key{"z", "u"}, ID: "s0", Limit: 1, TTL: ttl},
+			"upper id":             {Key: Key{"z", "u"}, ID: strings.ToUpper(id("a")), Limit: 1, TTL: ttl},
+			"zero ttl":             {Key: Key{"z", "u"}, ID: id("a"), Limit: 1},
+			"ttl past the maximum": {Key: Key{"z", "u"}, ID: id("a"), Limit: 1, TTL: MaxTTL + time.Millisecond},
 		} {
 			if _, err := s.Acquire(ctx, req); !errors.Is(err, ErrBadRequest) {
 				t.Errorf("%s: %v, want ErrBadRequest", name, err)

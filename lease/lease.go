@@ -25,7 +25,8 @@ var (
 	// re-admitted under the same id until its tombstone expires.
 	ErrRevoked = errors.New("lease: stream revoked")
 	// ErrBadRequest means the call's arguments are unusable (empty user,
-	// user too long, an id that is not a canonical UUID, non-positive TTL).
+	// user too long, an id that is not a canonical UUID, a TTL that is not
+	// positive or is longer than MaxTTL).
 	ErrBadRequest = errors.New("lease: bad request")
 )
 
@@ -92,7 +93,8 @@ type Store interface {
 	// Release frees the slot; it returns ErrNotFound if ID held none.
 	Release(ctx context.Context, key Key, id string) error
 	// Revoke frees the slot and leaves a tombstone for tombstoneTTL so that
-	// the stream's next Renew or Acquire returns ErrRevoked. It returns
+	// the stream's next Renew or Acquire returns ErrRevoked. A user keeps at
+	// most MaxTombstones; the ones that lapse first go first. It returns
 	// ErrNotFound if ID held no live lease.
 	Revoke(ctx context.Context, key Key, id string, tombstoneTTL time.Duration) error
 	// List returns the user's live leases, oldest first.
@@ -117,6 +119,18 @@ type Store interface {
 // stream whose lease is ttl: long enough that a player retrying the id keeps
 // hearing "revoked" rather than being admitted afresh.
 func TombstoneTTL(ttl time.Duration) time.Duration { return 10 * ttl }
+
+// MaxTombstones is how many revoked ids a store keeps per user: past it, the
+// tombstones that would lapse first go. It bounds what one user flooding
+// closes or evictions can make a store hold. A trimmed id is refused no
+// longer, but it can only come back into a free slot, as a new stream
+// could: the limit holds.
+const MaxTombstones = 64
+
+// MaxTTL is the longest lease a store accepts. Longer leases make no sense
+// for a slot that a crashed player must give back, and (ten times over, for
+// tombstones) they would overflow the stores' clocks.
+const MaxTTL = 24 * time.Hour
 
 // Totals are a zone's live users and streams.
 type Totals struct {
@@ -158,6 +172,15 @@ func validateLease(key Key, id string, ttl time.Duration) error {
 	switch {
 	case ttl <= 0:
 		return fmt.Errorf("%w: lease TTL must be positive", ErrBadRequest)
+	case ttl > MaxTTL:
+		return fmt.Errorf("%w: lease TTL %v is longer than %v", ErrBadRequest, ttl, MaxTTL)
 	}
 	return validateKey(key)
+}
+
+func validateTombstoneTTL(ttl time.Duration) error {
+	if ttl <= 0 || ttl > TombstoneTTL(MaxTTL) {
+		return fmt.Errorf("%w: tombstone TTL %v is not within (0, %v]", ErrBadRequest, ttl, TombstoneTTL(MaxTTL))
+	}
+	return nil
 }

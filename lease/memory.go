@@ -206,6 +206,16 @@ func (s *MemoryStore) revokeLocked(u *memoryUser, i int, until int64) {
 	}
 	u.tombstones[u.leases[i].id] = until
 	u.leases = slices.Delete(u.leases, i, i+1)
+	for len(u.tombstones) > MaxTombstones {
+		// Trim the one that lapses first, as the Redis store does.
+		first, firstUntil := "", int64(0)
+		for id, t := range u.tombstones {
+			if first == "" || t < firstUntil || t == firstUntil && id < first {
+				first, firstUntil = id, t
+			}
+		}
+		delete(u.tombstones, first)
+	}
 }
 
 // Renew implements Store.
@@ -243,8 +253,8 @@ func (s *MemoryStore) Release(ctx context.Context, key Key, id string) error {
 
 // Revoke implements Store.
 func (s *MemoryStore) Revoke(ctx context.Context, key Key, id string, tombstoneTTL time.Duration) error {
-	if tombstoneTTL <= 0 {
-		return ErrBadRequest
+	if err := validateTombstoneTTL(tombstoneTTL); err != nil {
+		return err
 	}
 	return s.remove(ctx, key, id, tombstoneTTL)
 }

@@ -126,7 +126,7 @@ func (s *RedisStore) Acquire(ctx context.Context, req AcquireRequest) (Decision,
 		policy = 1
 	}
 	res, err := scriptAcquire.Run(ctx, s.client, s.keys(req.Key),
-		id, req.TTL.Milliseconds(), max(req.Limit, 0), policy, TombstoneTTL(req.TTL).Milliseconds(), s.offsetMS()).Slice()
+		id, req.TTL.Milliseconds(), max(req.Limit, 0), policy, TombstoneTTL(req.TTL).Milliseconds(), s.offsetMS(), MaxTombstones).Slice()
 	if err != nil {
 		return Decision{}, err
 	}
@@ -184,8 +184,8 @@ func (s *RedisStore) Release(ctx context.Context, key Key, id string) error {
 
 // Revoke implements Store.
 func (s *RedisStore) Revoke(ctx context.Context, key Key, id string, tombstoneTTL time.Duration) error {
-	if tombstoneTTL <= 0 {
-		return fmt.Errorf("%w: tombstone TTL must be positive", ErrBadRequest)
+	if err := validateTombstoneTTL(tombstoneTTL); err != nil {
+		return err
 	}
 	return s.remove(ctx, key, id, tombstoneTTL)
 }
@@ -195,7 +195,7 @@ func (s *RedisStore) remove(ctx context.Context, key Key, id string, tombstoneTT
 		return err
 	}
 	packed, _ := packID(id)
-	res, err := scriptRelease.Run(ctx, s.client, s.keys(key)[:2], packed, tombstoneTTL.Milliseconds(), s.offsetMS()).Slice()
+	res, err := scriptRelease.Run(ctx, s.client, s.keys(key)[:2], packed, tombstoneTTL.Milliseconds(), s.offsetMS(), MaxTombstones).Slice()
 	if err != nil {
 		return err
 	}

@@ -4,10 +4,19 @@
 --   leases: sorted set; member = stream id (16 bytes) .. start time in ms
 --           (6 bytes, big-endian); score = expiry in ms.
 --   tombs:  sorted set; member = revoked stream id; score = when the
---           tombstone lapses, in ms.
+--           tombstone lapses, in ms. At most a fixed number per user: the
+--           ones that lapse first are trimmed.
 --   limit:  string; the per-user limit override, when one is set.
 -- Time is Redis's own (TIME), never a proxy's clock. The offset argument
 -- is 0 in production; tests use it to move time forward.
+--
+-- Order of writes: every script reads and decides first, then makes the
+-- writes that may grow memory (ZADD, SET), and only then the ones that
+-- free it (ZREM, ZREMRANGEBY*, PEXPIRE). Under maxmemory with noeviction,
+-- Redis refuses a growing write only while the script has written nothing
+-- yet; a freeing write first would let every later one through. In this
+-- order the first growing write fails and the script fails whole, with
+-- nothing written.
 
 local function now_ms(offset)
   local t = redis.call('TIME')
@@ -31,25 +40,43 @@ local function started_of(member)
   return n
 end
 
--- Drops lapsed leases and tombstones; returns the lapsed leases' members.
-local function prune(leases, tombs, now)
-  local lapsed = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+-- The leases that lapsed and are still stored (read only).
+local function lapsed_of(leases, now)
+  return redis.call('ZRANGEBYSCORE', leases, '-inf', now)
+end
+
+-- The live leases as {member, expires, member, expires, ...} (read only).
+local function live_of(leases, now)
+  return redis.call('ZRANGEBYSCORE', leases, '(' .. now, '+inf', 'WITHSCORES')
+end
+
+-- Whether id has a tombstone that has not lapsed (read only).
+local function revoked(tombs, id, now)
+  local until_ms = redis.call('ZSCORE', tombs, id)
+  return until_ms and tonumber(until_ms) > now
+end
+
+-- A user holds a handful of leases: a scan beats a second index.
+local function find(live, id)
+  for i = 1, #live, 2 do
+    if string.sub(live[i], 1, 16) == id then
+      return live[i], tonumber(live[i + 1])
+    end
+  end
+  return nil, nil
+end
+
+-- Drops lapsed leases and tombstones: frees memory, so it runs last.
+local function prune(leases, tombs, now, lapsed)
   if #lapsed > 0 then
     redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   end
   redis.call('ZREMRANGEBYSCORE', tombs, '-inf', now)
-  return lapsed
 end
 
--- A user holds a handful of leases: a scan beats a second index.
-local function find(leases, id)
-  local all = redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES')
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, 16) == id then
-      return all[i], tonumber(all[i + 1])
-    end
-  end
-  return nil, nil
+-- Keeps the tombstones that lapse last, at most cap of them.
+local function trim_tombs(tombs, cap)
+  redis.call('ZREMRANGEBYRANK', tombs, 0, -(cap + 1))
 end
 
 -- Lets a key vanish by itself once nothing in it can be live: abandoned

@@ -4,5 +4,7 @@
 -- Returns {{member, expires, member, expires, ...}, {lapsed members}}.
 local leases, tombs = KEYS[1], KEYS[2]
 local now = now_ms(ARGV[1])
-local lapsed = prune(leases, tombs, now)
-return {redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES'), lapsed}
+local lapsed = lapsed_of(leases, now)
+local live = live_of(leases, now)
+prune(leases, tombs, now, lapsed)
+return {live, lapsed}

@@ -6,16 +6,24 @@
 local leases, tombs = KEYS[1], KEYS[2]
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms(ARGV[3])
-local lapsed = prune(leases, tombs, now)
+local lapsed = lapsed_of(leases, now)
 
-if redis.call('ZSCORE', tombs, id) then
-  return {-1, 0, 0, lapsed}
+local status, member, expires = 1, nil, nil
+if revoked(tombs, id, now) then
+  status = -1
+else
+  member, expires = find(live_of(leases, now), id)
+  if not member then
+    status = 0
+  end
 end
-local member, expires = find(leases, id)
-if not member then
-  return {0, 0, 0, lapsed}
+if status ~= 1 then
+  prune(leases, tombs, now, lapsed)
+  return {status, 0, 0, lapsed}
 end
+-- The one write that grows memory comes first (see common.lua).
 expires = math.max(expires, now + ttl)
 redis.call('ZADD', leases, 'XX', expires, member)
 keep_until(leases, expires, now)
+prune(leases, tombs, now, lapsed)
 return {1, started_of(member), expires, lapsed}

@@ -1,0 +1,133 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
+)
+
+// TestRedisOutOfMemoryWritesFailWhole fills a Redis that has maxmemory and
+// noeviction, as an operator who sized it tightly would have. Every script
+// that would grow memory must then fail, with nothing written (so the
+// handler applies on_store_error), while what needs no memory (a refusal
+// at the limit, a plain release) still works.
+func TestRedisOutOfMemoryWritesFailWhole(t *testing.T) {
+	srv := redistest.Start(t, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer client.Close()
+	s, err := NewRedisStore(client, RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	full, live, spare := Key{"z", "full"}, Key{"z", "live"}, Key{"z", "spare"}
+	for i, k := range []Key{full, full, full, live, spare} {
+		if d, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id(k.User + string(rune('a'+i))), Limit: 3, TTL: time.Minute}); err != nil || !d.Admitted {
+			t.Fatalf("before filling Redis: %+v %v", d, err)
+		}
+	}
+	// A lapsed lease and a lapsed tombstone: the old scripts pruned them
+	// first, a write that let every later write through.
+	if err := s.Revoke(ctx, live, id("lived"), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx, AcquireRequest{Key: live, ID: id("short"), Limit: 3, TTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx, AcquireRequest{Key: live, ID: id("stay"), Limit: 3, TTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+
+	// Fill with ever smaller values until even a small SET is refused: a
+	// refused large SET frees its own buffer and leaves room again.
+	n := 0
+	for size := 64 << 10; size >= 16; size /= 4 {
+		for ; ; n++ {
+			err := client.Set(ctx, fmt.Sprint("filler:", n), strings.Repeat("x", size), 0).Err()
+			if isOOM(err) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > 100000 {
+				t.Fatal("Redis never ran out of memory")
+			}
+		}
+	}
+	if err := client.Set(ctx, "plain", "x", 0).Err(); !isOOM(err) {
+		t.Fatalf("plain SET on the full Redis: %v, want OOM", err)
+	}
+	usedBefore := usedMemory(t, client)
+
+	for i := range 200 {
+		k := Key{"z", fmt.Sprint("newcomer", i)}
+		if _, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id(k.User), Limit: 3, TTL: time.Minute}); !isOOM(err) {
+			t.Fatalf("start of a new user under OOM: %v, want Redis's OOM error", err)
+		}
+		if n, _ := client.Exists(ctx, s.keys(k)...).Result(); n != 0 {
+			t.Fatalf("a start that failed with OOM left %d keys", n)
+		}
+	}
+	if _, err := s.Acquire(ctx, AcquireRequest{Key: live, ID: id("another"), Limit: 3, TTL: time.Minute}); !isOOM(err) {
+		t.Fatalf("start beside lapsed leases under OOM: %v, want OOM", err)
+	}
+	if _, err := s.Renew(ctx, live, id("stay"), time.Minute); !isOOM(err) {
+		t.Fatalf("renew under OOM: %v, want OOM", err)
+	}
+	if err := s.Revoke(ctx, full, id("fullb"), time.Minute); !isOOM(err) {
+		t.Fatalf("revoke under OOM: %v, want OOM", err)
+	}
+	if l, _ := s.List(ctx, full); len(l) != 3 {
+		t.Fatalf("a revoke that failed with OOM changed the leases: %v", l)
+	}
+	if _, err := s.Acquire(ctx, AcquireRequest{Key: full, ID: id("fourth"), Limit: 3, TTL: time.Minute, Policy: EvictOldest}); !isOOM(err) {
+		t.Fatalf("evicting start under OOM: %v, want OOM", err)
+	}
+	if l, _ := s.List(ctx, full); len(l) != 3 {
+		t.Fatalf("an eviction that failed with OOM changed the leases: %v", l)
+	}
+
+	// What grows nothing still works: a refusal at the limit, a release.
+	if d, err := s.Acquire(ctx, AcquireRequest{Key: full, ID: id("fourth"), Limit: 3, TTL: time.Minute}); err != nil || d.Admitted {
+		t.Fatalf("refusal at the limit under OOM: %+v %v, want refused", d, err)
+	}
+	if err := s.Release(ctx, spare, id("sparee")); err != nil {
+		t.Fatalf("release under OOM: %v", err)
+	}
+	if used := usedMemory(t, client); used > usedBefore+64<<10 {
+		t.Fatalf("memory grew from %d to %d bytes while Redis refused writes", usedBefore, used)
+	}
+}
+
+func isOOM(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "OOM")
+}
+
+func usedMemory(t *testing.T, c *redis.Client) int64 {
+	t.Helper()
+	info, err := c.Info(context.Background(), "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			var n int64
+			for _, c := range v {
+				n = n*10 + int64(c-'0')
+			}
+			return n
+		}
+	}
+	t.Fatal("INFO memory has no used_memory")
+	return 0
+}
