@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -75,7 +77,9 @@ func TestBadInputTable(t *testing.T) {
 		{"DELETE of another user's stream", "DELETE", "/v/hls/index.m3u8", "mallory", []string{StreamIDHeader, aliceID}, 404, "stream_not_found", false},
 		{"DELETE of another user's path token", "DELETE", landed, "mallory", nil, 404, "stream_not_found", false},
 		{"odd method starts a stream", "PROPFIND", "/v/hls/index.m3u8", "m14", nil, 200, "", true},
-		{"OPTIONS passes, counted nowhere", "OPTIONS", "/v/hls/index.m3u8", "m15", nil, 200, "", true},
+		{"CORS preflight passes without a user", "OPTIONS", "/v/hls/index.m3u8", "", []string{"Origin", "https://player.example", "Access-Control-Request-Method", "GET"}, 200, "", true},
+		{"OPTIONS that is no preflight needs a user", "OPTIONS", "/v/hls/index.m3u8", "", []string{"Origin", "https://player.example"}, 401, "missing_user", false},
+		{"OPTIONS with a user is a start like any", "OPTIONS", "/v/hls/index.m3u8", "m15", nil, 200, "", true},
 		{"HEAD probe takes no slot", "HEAD", "/v/hls/index.m3u8", "m16", nil, 307, "", false},
 		{"huge query string", "GET", "/v/hls/index.m3u8?" + strings.Repeat("q=1&", 2000), "m17", nil, 307, "", false},
 		{"long path", "GET", "/v/" + strings.Repeat("d/", 1000) + "index.m3u8", "m18", nil, 307, "", false},
@@ -137,5 +141,83 @@ func readAll(resp *http.Response) string {
 		if err != nil {
 			return b.String()
 		}
+	}
+}
+
+// TestOriginNeverSeesAStreamID sends the stream id in every form a client
+// can (header, query parameter, percent-encoded query name, cookie, path
+// token) and checks what the origin received: no id in any form, and the
+// rest of the query and the other cookies as they were sent.
+func TestOriginNeverSeesAStreamID(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // one line per request: header, query, cookies
+	upstream := newOriginFunc(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, fmt.Sprintf("path=%s header=%q query=%q cookie=%q", r.URL.Path, r.Header.Values(StreamIDHeader), r.URL.RawQuery, r.Header.Values("Cookie")))
+		mu.Unlock()
+		fmt.Fprint(w, "ok")
+	})
+	p := startCaddy(t, `
+	route /s/* {
+		stream_limit {
+			mode session
+			path_token
+		}
+		reverse_proxy `+upstream+`
+	}
+	route /c/* {
+		stream_limit
+		reverse_proxy `+upstream+`
+	}`)
+	landed := p.tokenized("/s/hls/index.m3u8", "viewer")
+	id := strings.TrimPrefix(strings.Split(landed, "/")[3], PathTokenPrefix)
+	mu.Lock()
+	seen = nil
+	mu.Unlock()
+
+	cases := []struct {
+		name, path string
+		hdr        []string
+		wantQuery  string
+		wantCookie string
+	}{
+		{"header", "/s/hls/seg0.ts", []string{StreamIDHeader, id}, "", ""},
+		{"query among others", "/s/hls/seg0.ts?a=1&stream_id=" + id + "&b=%20x+y", nil, "a=1&b=%20x+y", ""},
+		{"percent-encoded query name", "/s/hls/seg0.ts?stream%5Fid=" + id + "&z", nil, "z", ""},
+		{"query and header at once", "/s/hls/seg0.ts?stream_id=" + id, []string{StreamIDHeader, id}, "", ""},
+		{"cookie among others", "/s/hls/seg0.ts", []string{"Cookie", "a=1; " + StreamIDCookie + "=" + id + "; b=\"q\""}, "", `a=1; b="q"`},
+		{"path token and header", landed, []string{StreamIDHeader, id}, "", ""},
+		{"preflight with a header", "/s/hls/seg0.ts", []string{StreamIDHeader, id, "Origin", "https://x.example", "Access-Control-Request-Method", "GET"}, "", ""},
+		{"connection mode with a header", "/c/file.mp4", []string{StreamIDHeader, id}, "", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			method := http.MethodGet
+			if c.name == "preflight with a header" {
+				method = http.MethodOptions
+			}
+			r, body := p.do(method, c.path, "viewer", c.hdr...)
+			if r.StatusCode != http.StatusOK {
+				t.Fatalf("%s: %s", r.Status, body)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != 1 {
+				t.Fatalf("the origin saw %d requests: %v", len(seen), seen)
+			}
+			if strings.Contains(seen[0], id) || strings.Contains(seen[0], PathTokenPrefix) || strings.Contains(seen[0], "stream") {
+				t.Fatalf("the origin saw an id: %s", seen[0])
+			}
+			want := fmt.Sprintf("query=%q", c.wantQuery)
+			if !strings.Contains(seen[0], want) {
+				t.Fatalf("origin's view %s, want %s", seen[0], want)
+			}
+			if c.wantCookie != "" && !strings.Contains(seen[0], fmt.Sprintf("cookie=%q", []string{c.wantCookie})) {
+				t.Fatalf("origin's view %s, want cookie %s", seen[0], c.wantCookie)
+			}
+		})
 	}
 }

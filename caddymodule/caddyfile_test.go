@@ -121,6 +121,15 @@ func TestJSONValidationNamesTheOption(t *testing.T) {
 		{`{"list_path":"x"}`, "list_path:"},
 		{`{"secret":"short"}`, "secret:"},
 		{`{"store":{"type":"etcd"}}`, "store"},
+		// Past 24h a lease overflowed the memory store's clock (every lease
+		// born expired: no limit) and the tombstones' on both stores.
+		{`{"lease":"86000d"}`, "lease: 2064000h0m0s is longer than the maximum 24h0m0s"},
+		{`{"lease":"11000d"}`, "lease:"},
+		{`{"lease":"25h"}`, "lease:"},
+		{`{"path_token":true}`, "path_token: needs mode session"},
+		{`{"mode":"connection","path_token":true}`, "path_token:"},
+		{`{"store":{"type":"redis","timeout":"1ns"}}`, "timeout: 1ns is shorter than the minimum 10ms"},
+		{`{"store":{"type":"redis","timeout":-1}}`, "timeout:"},
 	} {
 		cfg := `{"apps":{"http":{"servers":{"s":{"listen":["127.0.0.1:0"],"routes":[{"handle":[` +
 			`{"handler":"stream_limit",` + c.handler[1:] + `]}]}}}}}`

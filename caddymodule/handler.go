@@ -76,7 +76,7 @@ type Handler struct {
 	Mode string `json:"mode,omitempty"`
 
 	// Lease is how long a slot outlives its last renewal. Requests in flight
-	// renew it every third of Lease. Default: 30s; at least 1s.
+	// renew it every third of Lease. Default: 30s; at least 1s, at most 24h.
 	Lease caddy.Duration `json:"lease,omitempty"`
 
 	// Zone names the pool of slots: handlers with the same zone share counts.
@@ -108,7 +108,8 @@ type Handler struct {
 	// redirect to the same URL with the stream's token as a path segment
 	// ("/~sl-<id>/") before the file name, so that unmodified HLS and DASH
 	// players carry it in every relative URL they resolve. The token is
-	// stripped before the request is passed on. Default: off.
+	// stripped before the request is passed on. Needs mode "session".
+	// Default: off.
 	PathToken bool `json:"path_token,omitempty"`
 
 	// Secret binds stream ids to their users (an id not issued to the
@@ -202,6 +203,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if n, err := parseLimit(string(h.Limit)); err == nil {
 		h.zone.limit.Store(int64(n))
 	}
+	if h.storeTimeout > 0 {
+		h.checkStore()
+	}
 	if eventsApp, err := ctx.AppIfConfigured("events"); err == nil {
 		if events, ok := eventsApp.(*caddyevents.App); ok {
 			var e emitter = func(name string, data map[string]any) { events.Emit(ctx, name, data) }
@@ -210,6 +214,31 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	return nil
 }
+
+// checkStore asks a store that does I/O one question at start-up. A store
+// that cannot answer is no reason to refuse the config (it may come up
+// later, and on_store_error says what happens meanwhile), but with
+// on_store_error allow it means no limit at all: say so loudly. The failed
+// call also shows in the store_up and store_errors_total metrics.
+func (h *Handler) checkStore() {
+	ctx, cancel := h.callContext(context.Background())
+	defer cancel()
+	_, _, err := h.zone.store.Override(ctx, lease.Key{Zone: h.Zone, User: storeProbeUser})
+	if err == nil {
+		return
+	}
+	consequence := "every stream is refused (on_store_error deny) until it answers"
+	if h.OnStoreError == OnStoreErrorAllow {
+		consequence = "every stream is admitted with no limit (on_store_error allow) until it answers"
+	}
+	h.logger.Error("the stream store does not answer at start-up; "+consequence,
+		zap.String("zone", h.Zone), zap.Duration("timeout", h.storeTimeout), zap.Error(err))
+}
+
+// storeProbeUser is the user whose limit override the start-up check
+// reads (a read, nothing is written): a name with a NUL byte, which no
+// HTTP header can carry.
+const storeProbeUser = "\x00store-probe"
 
 // Validate rejects a config that cannot work, naming the option at fault.
 func (h *Handler) Validate() error {
@@ -222,6 +251,10 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("on_store_error: %q is neither %q nor %q", h.OnStoreError, OnStoreErrorAllow, OnStoreErrorDeny)
 	case time.Duration(h.Lease) < MinLease:
 		return fmt.Errorf("lease: %v is shorter than the minimum %v", time.Duration(h.Lease), MinLease)
+	case time.Duration(h.Lease) > lease.MaxTTL:
+		return fmt.Errorf("lease: %v is longer than the maximum %v", time.Duration(h.Lease), lease.MaxTTL)
+	case h.PathToken && h.Mode != ModeSession:
+		return fmt.Errorf("path_token: needs mode %s (in mode %s a stream is one request, with nothing to carry)", ModeSession, h.Mode)
 	case h.Status < 400 || h.Status > 599:
 		return fmt.Errorf("status: %d is not an HTTP error status (400-599)", h.Status)
 	case h.Secret != "" && len(h.secretKey) < 16:
@@ -253,7 +286,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
 	}
-	if r.Method == http.MethodOptions {
+	if isPreflight(r) {
 		return next.ServeHTTP(w, r) // CORS preflights are not playback
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -509,19 +542,21 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, i
 		err = h.zone.store.Revoke(ctx, key, id, lease.TombstoneTTL(h.ttl()))
 		cancel()
 	}
-	ls := h.zone.lookup(ref)
-	if ls != nil {
-		// After the revoke no renewal of it may run, and its requests in
-		// flight here are cut.
+	if ls := h.zone.lookup(ref); ls != nil {
+		// After the revoke no renewal of it may run.
 		ls.end(revoke)
-		if err == nil {
-			ls.cutAll()
-			h.zone.forget(ref)
-		} else {
+		if err != nil {
 			ls.resume()
 		}
 	} else {
 		revoke()
+	}
+	if err == nil {
+		// Revoked here too, as a kick is, whether or not a request of it was
+		// seen yet: a request that raced the DELETE (its store call came
+		// first) is cut if it got in, and refused if it comes after, instead
+		// of being served on a renewal it made before the revoke.
+		h.zone.revoked(ref, h.ttl())
 	}
 	switch {
 	case errors.Is(err, lease.ErrNotFound):

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -22,8 +23,13 @@ func (l Limit) MarshalJSON() ([]byte, error) {
 	return json.Marshal(string(l))
 }
 
-// UnmarshalJSON accepts a number or a string.
+// UnmarshalJSON accepts a number or a string; null is no limit given (the
+// default), as an absent field is.
 func (l *Limit) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		*l = ""
+		return nil
+	}
 	var n int
 	if err := json.Unmarshal(b, &n); err == nil {
 		*l = Limit(strconv.Itoa(n))

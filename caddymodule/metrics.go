@@ -32,6 +32,7 @@ var metrics = struct {
 	active        *prometheus.GaugeVec
 	storeDuration *prometheus.HistogramVec
 	storeErrors   *prometheus.CounterVec
+	storeUp       *prometheus.GaugeVec
 }{}
 
 func initMetrics(registry *prometheus.Registry) error {
@@ -66,8 +67,12 @@ func initMetrics(registry *prometheus.Registry) error {
 			Namespace: ns, Subsystem: sub, Name: "store_errors_total",
 			Help: "Lease store calls that failed (unreachable, timed out), by operation.",
 		}, []string{"zone", "op"})
+		metrics.storeUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "store_up",
+			Help: "1 when the zone's last lease store call was answered, 0 when it failed (unreachable, timed out, out of memory).",
+		}, []string{"zone"})
 	})
-	for _, c := range []prometheus.Collector{metrics.admitted, metrics.denied, metrics.dryRunDenied, metrics.released, metrics.active, metrics.storeDuration, metrics.storeErrors} {
+	for _, c := range []prometheus.Collector{metrics.admitted, metrics.denied, metrics.dryRunDenied, metrics.released, metrics.active, metrics.storeDuration, metrics.storeErrors, metrics.storeUp} {
 		if err := registry.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}
@@ -82,10 +87,12 @@ type meteredStore struct {
 	lease.Store
 	zone      string
 	durations map[string]prometheus.Observer // by op, looked up once
+	up        prometheus.Gauge
 }
 
 func newMeteredStore(s lease.Store, zone string) meteredStore {
-	m := meteredStore{Store: s, zone: zone, durations: map[string]prometheus.Observer{}}
+	m := meteredStore{Store: s, zone: zone, durations: map[string]prometheus.Observer{}, up: metrics.storeUp.WithLabelValues(zone)}
+	m.up.Set(1) // until a call fails (a store with I/O is asked at once)
 	for _, op := range []string{"acquire", "renew", "release", "revoke", "list", "totals", "secret", "override"} {
 		m.durations[op] = metrics.storeDuration.WithLabelValues(zone, op)
 	}
@@ -96,7 +103,10 @@ func (s meteredStore) observe(op string, began time.Time, err error) {
 	s.durations[op].Observe(time.Since(began).Seconds())
 	if err != nil && !errors.Is(err, lease.ErrNotFound) && !errors.Is(err, lease.ErrRevoked) && !errors.Is(err, lease.ErrBadRequest) {
 		metrics.storeErrors.WithLabelValues(s.zone, op).Inc()
+		s.up.Set(0)
+		return
 	}
+	s.up.Set(1)
 }
 
 func (s meteredStore) Acquire(ctx context.Context, req lease.AcquireRequest) (d lease.Decision, err error) {

@@ -37,6 +37,10 @@ func (redisLogger) Printf(_ context.Context, format string, v ...any) {
 // DefaultRedisTimeout bounds each Redis call unless `timeout` says otherwise.
 const DefaultRedisTimeout = 500 * time.Millisecond
 
+// MinRedisTimeout is the shortest timeout accepted: below it no call to a
+// real Redis, even on loopback, can be relied on to finish.
+const MinRedisTimeout = 10 * time.Millisecond
+
 // redisClients holds one client per distinct Redis config, shared by every
 // zone that uses it and kept across config reloads.
 var redisClients = caddy.NewUsagePool()
@@ -68,7 +72,7 @@ type RedisStore struct {
 	// KeyPrefix starts every key. Default "streamlimit:". No braces.
 	KeyPrefix string `json:"key_prefix,omitempty"`
 	// Timeout bounds each call, retries included; past it the handler's
-	// on_store_error applies. Default 500ms.
+	// on_store_error applies. Default 500ms; at least 10ms.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 	// PoolSize is the most connections per node. Default: go-redis's (10
 	// per CPU).
@@ -131,8 +135,10 @@ func (r *RedisStore) Validate() error {
 		}
 	}
 	switch {
-	case r.Timeout < 0:
-		return fmt.Errorf("store redis: timeout: must be positive")
+	case time.Duration(r.Timeout) < MinRedisTimeout:
+		// Shorter, every call fails, and with on_store_error allow that is
+		// no limit at all.
+		return fmt.Errorf("store redis: timeout: %v is shorter than the minimum %v", time.Duration(r.Timeout), MinRedisTimeout)
 	case r.DB < 0:
 		return fmt.Errorf("store redis: db: must not be negative")
 	case r.PoolSize < 0:

@@ -117,20 +117,22 @@ func takeStreamID(r *http.Request, pathToken bool) (carriedID, error) {
 			return carriedID{}, err
 		}
 	}
+	// Every form the id travels in is taken off the request here, so that
+	// the origin never sees one, whatever happens next.
 	id := r.Header.Get(StreamIDHeader)
-	if id == "" && strings.Contains(r.URL.RawQuery, StreamIDQuery) {
-		id = r.URL.Query().Get(StreamIDQuery)
+	r.Header.Del(StreamIDHeader)
+	if fromQuery, ok := takeQueryParam(r.URL, StreamIDQuery); ok && id == "" {
+		id = fromQuery
 	}
 	if id == "" {
 		id = fromPath
 	}
-	if id == "" && pathToken && !isManifest(r.URL.Path) {
+	cookie, hadCookie := takeCookie(r.Header, StreamIDCookie)
+	if id == "" && hadCookie && pathToken && !isManifest(r.URL.Path) {
 		// A manifest without a token is a new playback, even from a client
 		// that played before: only segments fall back to the cookie.
-		if c, err := r.Cookie(StreamIDCookie); err == nil {
-			if id, err := parseStreamID(c.Value); err == nil {
-				return carriedID{id: id, fromCookie: true}, nil
-			}
+		if id, err := parseStreamID(cookie); err == nil {
+			return carriedID{id: id, fromCookie: true}, nil
 		}
 	}
 	if id == "" {
@@ -143,6 +145,91 @@ func takeStreamID(r *http.Request, pathToken bool) (carriedID, error) {
 // StreamIDCookie carries the stream id, with path_token, for players that
 // drop the path token.
 const StreamIDCookie = "streamlimit_id"
+
+// takeQueryParam removes every name=value pair of the query whose name is
+// name (percent-encoded or not) and returns the first value. The other
+// pairs are kept byte for byte.
+func takeQueryParam(u *url.URL, name string) (string, bool) {
+	raw := u.RawQuery
+	if !strings.Contains(raw, name) && !strings.Contains(raw, "%") {
+		return "", false // the common case: nothing to parse
+	}
+	var value string
+	found := false
+	kept := make([]string, 0, strings.Count(raw, "&")+1)
+	for _, pair := range strings.Split(raw, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if k != name {
+			if !strings.ContainsAny(k, "%+") {
+				kept = append(kept, pair)
+				continue
+			}
+			if uk, err := url.QueryUnescape(k); err != nil || uk != name {
+				kept = append(kept, pair)
+				continue
+			}
+		}
+		if !found {
+			value, _ = url.QueryUnescape(v)
+			if value == "" {
+				value = v // not decodable: parseStreamID refuses it
+			}
+		}
+		found = true
+	}
+	if found {
+		u.RawQuery = strings.Join(kept, "&")
+	}
+	return value, found
+}
+
+// takeCookie removes the cookie named name from the request's Cookie
+// headers and returns its value. Other cookies are kept as they were sent.
+func takeCookie(h http.Header, name string) (string, bool) {
+	lines := h.Values("Cookie")
+	if len(lines) == 0 {
+		return "", false
+	}
+	var value string
+	found := false
+	kept := make([]string, 0, len(lines))
+	for _, line := range lines {
+		if !strings.Contains(line, name) {
+			kept = append(kept, line)
+			continue
+		}
+		parts := strings.Split(line, ";")
+		rest := parts[:0]
+		for _, part := range parts {
+			k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if k == name {
+				if !found {
+					value, found = strings.Trim(v, `"`), true
+				}
+				continue
+			}
+			rest = append(rest, part)
+		}
+		if len(rest) > 0 {
+			kept = append(kept, strings.TrimLeft(strings.Join(rest, ";"), " "))
+		}
+	}
+	if found {
+		h.Del("Cookie")
+		for _, line := range kept {
+			h.Add("Cookie", line)
+		}
+	}
+	return value, found
+}
+
+// isPreflight reports whether r is a CORS preflight: OPTIONS with the
+// headers a browser sends before a cross-origin request. Only those pass
+// without a user; any other OPTIONS is a request like the rest (an origin
+// may well answer it with the file).
+func isPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != ""
+}
 
 // isManifest reports whether a path names an HLS playlist or a DASH
 // manifest: the first request of a playback.

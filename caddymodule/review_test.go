@@ -51,7 +51,7 @@ func TestPathTokensBehindRewritesProbesAndPreflights(t *testing.T) {
 
 	// A CORS preflight of a tokenized URL reaches the origin without the
 	// token; a path with two tokens is refused.
-	if r, _ := p.do(http.MethodOptions, seg, ""); r.StatusCode != http.StatusOK {
+	if r, _ := p.do(http.MethodOptions, seg, "", "Origin", "https://player.example", "Access-Control-Request-Method", "GET"); r.StatusCode != http.StatusOK {
 		t.Fatalf("preflight: %s", r.Status)
 	}
 	id := strings.TrimPrefix(strings.Split(landed, "/")[3], PathTokenPrefix)

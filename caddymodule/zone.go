@@ -29,6 +29,10 @@ type zone struct {
 
 	mu      sync.Mutex
 	streams map[streamRef]*localStream
+	// revokedOrder lists revoked streams, oldest first, so that the oldest
+	// idle ones can go when there are more than maxLocalRevoked: one client
+	// flooding closes or evictions must not grow this process without end.
+	revokedOrder []streamRef
 
 	// secrets are the shared id secrets known here, the one new ids use
 	// first; secretMu serializes asking the store for it.
@@ -475,6 +479,11 @@ func (ls *localStream) cutAll() {
 	}
 }
 
+// maxLocalRevoked is how many revoked streams a zone remembers here beyond
+// those with requests in flight. Forgetting one early costs only a store
+// call: its next request asks the store, which still holds its tombstone.
+const maxLocalRevoked = 10_000
+
 // revoked cuts a stream's requests in this process and remembers that it
 // is revoked, so that its next request is refused without asking the store.
 func (z *zone) revoked(ref streamRef, ttl time.Duration) {
@@ -485,6 +494,18 @@ func (z *zone) revoked(ref streamRef, ttl time.Duration) {
 		// refused at once, whatever renewal coalescing would skip.
 		ls = &localStream{ref: ref, zone: z, ttl: ttl, confirmed: now(), inflight: make(map[*inflight]struct{})}
 		z.streams[ref] = ls
+	}
+	z.revokedOrder = append(z.revokedOrder, ref)
+	for len(z.revokedOrder) > maxLocalRevoked {
+		oldest := z.revokedOrder[0]
+		z.revokedOrder = z.revokedOrder[1:]
+		if old := z.streams[oldest]; old != nil && old != ls {
+			old.mu.Lock()
+			if old.revoked && len(old.inflight) == 0 {
+				delete(z.streams, oldest)
+			}
+			old.mu.Unlock()
+		}
 	}
 	z.mu.Unlock()
 	ls.revoke()

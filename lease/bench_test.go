@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -221,4 +222,100 @@ func fillRedis(b *testing.B, client redis.UniversalClient, s *RedisStore, live i
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkOthersDuringCloseFlood measures other users' acquire+release
+// beside a user who has already started and closed 100,000 streams and goes
+// on at 4,000 a second, against the same with no flooder. It reports the
+// p99 of the other users' calls, the flooder's own mean call, and the
+// tombstones the flooder left in the store: capped, so its calls (which
+// walk its tombstones under its shard's lock, or in its Lua script) cost
+// what anyone's do.
+//
+//	go test -run '^$' -bench OthersDuringCloseFlood -benchtime 20000x ./lease/
+func BenchmarkOthersDuringCloseFlood(b *testing.B) {
+	benchStores(b, func(b *testing.B, s Store) {
+		for _, flooding := range []bool{false, true} {
+			name := "quiet"
+			if flooding {
+				name = "flood"
+			}
+			b.Run(name, func(b *testing.B) {
+				ctx, stop := context.WithCancel(context.Background())
+				defer stop()
+				floodKey := Key{"z", "flooder-" + uuid.NewString()}
+				type floodResult struct {
+					closes int
+					took   time.Duration
+				}
+				flooded := make(chan floodResult, 1)
+				if flooding {
+					flood(b, s, floodKey)
+					go func() {
+						var r floodResult
+						tick := time.NewTicker(time.Millisecond)
+						defer tick.Stop()
+						for ctx.Err() == nil {
+							<-tick.C
+							for range 4 { // 4 a millisecond
+								id := uuid.NewString()
+								began := time.Now()
+								if d, err := s.Acquire(context.Background(), AcquireRequest{Key: floodKey, ID: id, Limit: 8, TTL: ttl}); err == nil && d.Admitted {
+									s.Revoke(context.Background(), floodKey, id, TombstoneTTL(ttl))
+									r.closes++
+									r.took += time.Since(began)
+								}
+							}
+						}
+						flooded <- r
+					}()
+				}
+				lat := make([]time.Duration, 0, b.N)
+				b.ResetTimer()
+				for i := range b.N {
+					key := Key{"z", "other" + strconv.Itoa(i%1000)}
+					id := uuid.NewString()
+					began := time.Now()
+					if _, err := s.Acquire(ctx, AcquireRequest{Key: key, ID: id, Limit: 3, TTL: time.Hour}); err != nil {
+						b.Fatal(err)
+					}
+					if err := s.Release(ctx, key, id); err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(began))
+				}
+				b.StopTimer()
+				stop()
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "others-p99-µs")
+				if flooding {
+					r := <-flooded
+					b.ReportMetric(float64(r.took.Microseconds())/float64(max(r.closes, 1)), "flooder-close-µs")
+					b.ReportMetric(float64(tombstonesOf(b, s, floodKey)), "flooder-tombstones")
+				}
+			})
+		}
+	})
+}
+
+// tombstonesOf counts the tombstones a store keeps for key.
+func tombstonesOf(t testing.TB, s Store, key Key) int {
+	switch s := s.(type) {
+	case *MemoryStore:
+		sh := s.shard(key)
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		if u := sh.users[key]; u != nil {
+			return len(u.tombstones)
+		}
+		return 0
+	case *RedisStore:
+		n, err := s.client.ZCard(context.Background(), s.keys(key)[1]).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(n)
+	}
+	t.Fatalf("no way to count the tombstones of a %T", s)
+	return 0
 }

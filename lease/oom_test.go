@@ -2,7 +2,6 @@ package lease
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -19,7 +18,7 @@ import (
 // handler applies on_store_error), while what needs no memory (a refusal
 // at the limit, a plain release) still works.
 func TestRedisOutOfMemoryWritesFailWhole(t *testing.T) {
-	srv := redistest.Start(t, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction")
+	srv := redistest.StartTight(t)
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer client.Close()
 	s, err := NewRedisStore(client, RedisOptions{})
@@ -46,50 +45,31 @@ func TestRedisOutOfMemoryWritesFailWhole(t *testing.T) {
 	}
 	time.Sleep(1100 * time.Millisecond)
 
-	// Fill with ever smaller values until even a small SET is refused: a
-	// refused large SET frees its own buffer and leaves room again.
-	n := 0
-	for size := 64 << 10; size >= 16; size /= 4 {
-		for ; ; n++ {
-			err := client.Set(ctx, fmt.Sprint("filler:", n), strings.Repeat("x", size), 0).Err()
-			if isOOM(err) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n > 100000 {
-				t.Fatal("Redis never ran out of memory")
-			}
-		}
-	}
-	if err := client.Set(ctx, "plain", "x", 0).Err(); !isOOM(err) {
-		t.Fatalf("plain SET on the full Redis: %v, want OOM", err)
-	}
+	srv.Fill(t)
 	usedBefore := usedMemory(t, client)
 
 	for i := range 200 {
 		k := Key{"z", fmt.Sprint("newcomer", i)}
-		if _, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id(k.User), Limit: 3, TTL: time.Minute}); !isOOM(err) {
+		if _, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id(k.User), Limit: 3, TTL: time.Minute}); !redistest.IsOOM(err) {
 			t.Fatalf("start of a new user under OOM: %v, want Redis's OOM error", err)
 		}
 		if n, _ := client.Exists(ctx, s.keys(k)...).Result(); n != 0 {
 			t.Fatalf("a start that failed with OOM left %d keys", n)
 		}
 	}
-	if _, err := s.Acquire(ctx, AcquireRequest{Key: live, ID: id("another"), Limit: 3, TTL: time.Minute}); !isOOM(err) {
+	if _, err := s.Acquire(ctx, AcquireRequest{Key: live, ID: id("another"), Limit: 3, TTL: time.Minute}); !redistest.IsOOM(err) {
 		t.Fatalf("start beside lapsed leases under OOM: %v, want OOM", err)
 	}
-	if _, err := s.Renew(ctx, live, id("stay"), time.Minute); !isOOM(err) {
+	if _, err := s.Renew(ctx, live, id("stay"), time.Minute); !redistest.IsOOM(err) {
 		t.Fatalf("renew under OOM: %v, want OOM", err)
 	}
-	if err := s.Revoke(ctx, full, id("fullb"), time.Minute); !isOOM(err) {
+	if err := s.Revoke(ctx, full, id("fullb"), time.Minute); !redistest.IsOOM(err) {
 		t.Fatalf("revoke under OOM: %v, want OOM", err)
 	}
 	if l, _ := s.List(ctx, full); len(l) != 3 {
 		t.Fatalf("a revoke that failed with OOM changed the leases: %v", l)
 	}
-	if _, err := s.Acquire(ctx, AcquireRequest{Key: full, ID: id("fourth"), Limit: 3, TTL: time.Minute, Policy: EvictOldest}); !isOOM(err) {
+	if _, err := s.Acquire(ctx, AcquireRequest{Key: full, ID: id("fourth"), Limit: 3, TTL: time.Minute, Policy: EvictOldest}); !redistest.IsOOM(err) {
 		t.Fatalf("evicting start under OOM: %v, want OOM", err)
 	}
 	if l, _ := s.List(ctx, full); len(l) != 3 {
@@ -106,11 +86,6 @@ func TestRedisOutOfMemoryWritesFailWhole(t *testing.T) {
 	if used := usedMemory(t, client); used > usedBefore+64<<10 {
 		t.Fatalf("memory grew from %d to %d bytes while Redis refused writes", usedBefore, used)
 	}
-}
-
-func isOOM(err error) bool {
-	var rerr redis.Error
-	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "OOM")
 }
 
 func usedMemory(t *testing.T, c *redis.Client) int64 {
