@@ -23,6 +23,8 @@ func FuzzTakeStreamID(f *testing.F) {
 		{"/a/seg.ts", "", "", id},
 		{"/a/%7Esl-" + id + "/b", "", "", ""},
 		{"/~sl-" + strings.ToUpper(id), "", "", "bad"},
+		{"/a/seg.ts", "", "a=1&stream%5Fid=" + id + "&stream_id=" + id + "&b", ""},
+		{"/a/seg.ts", "", "stream_id=%zz&x=%", "x; " + StreamIDCookie + "=" + id},
 	} {
 		f.Add(seed[0], seed[1], seed[2], seed[3])
 	}
@@ -37,7 +39,7 @@ func FuzzTakeStreamID(f *testing.F) {
 			r.Header.Set(StreamIDHeader, header)
 		}
 		if cookie != "" {
-			r.Header.Set("Cookie", StreamIDCookie+"="+cookie)
+			r.Header.Set("Cookie", "a=1; "+StreamIDCookie+"="+cookie+"; b=2")
 		}
 		got, err := takeStreamID(r, true)
 		if err != nil {
@@ -48,6 +50,18 @@ func FuzzTakeStreamID(f *testing.F) {
 		}
 		if strings.Contains(r.URL.Path, "/"+PathTokenPrefix) {
 			t.Fatalf("a token is left in the path passed on: %q", r.URL.Path)
+		}
+		// No other form of an id is passed on either.
+		if r.Header.Get(StreamIDHeader) != "" {
+			t.Fatalf("the %s header is passed on", StreamIDHeader)
+		}
+		if q, err := url.ParseQuery(r.URL.RawQuery); err == nil && q.Has(StreamIDQuery) {
+			t.Fatalf("the %s parameter is passed on: %q", StreamIDQuery, r.URL.RawQuery)
+		}
+		for _, c := range r.Cookies() {
+			if c.Name == StreamIDCookie {
+				t.Fatalf("the %s cookie is passed on: %q", StreamIDCookie, r.Header.Values("Cookie"))
+			}
 		}
 	})
 }
