@@ -1,0 +1,137 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These tests check claims of docs/GUARANTEES.md and docs/BENCHMARKS.md
+// that no other test asserts.
+
+const guaranteesSite = `
+	route /lapse/* {
+		stream_limit {
+			zone lapse
+			mode session
+			limit 1
+			lease 3s
+			list_path /lapse/streams
+		}
+		reverse_proxy {upstream}
+	}
+	route /coalesce/* {
+		stream_limit {
+			zone coalesce
+			mode session
+			lease 30s
+		}
+		reverse_proxy {upstream}
+	}`
+
+// TestLapsedStreamLosesItsLiveRequest: a session stream's lease lapses
+// while one of its requests is still streaming (the store's clock is moved
+// past the lease before the keepalive renews it), and another start takes
+// the only slot. The live request is cut at the keepalive's next renewal,
+// and the stream's next request is refused as at the limit.
+func TestLapsedStreamLosesItsLiveRequest(t *testing.T) {
+	p := startCaddy(t, guaranteesSite)
+	lapsed := p.start("/lapse/index.m3u8", "carol")
+	live := p.open("/lapse/slow/seg.ts", "carol", StreamIDHeader, lapsed)
+	if live.resp.StatusCode != http.StatusOK {
+		t.Fatalf("live request of the stream: %s", live.resp.Status)
+	}
+
+	// The keepalive renews on a real 1 s timer; if it runs between the
+	// clock's move and the start, it re-admits the lapsed stream first (its
+	// slot is free), the start is refused, and the test moves on again.
+	var taker string
+	for attempt := 0; taker == ""; attempt++ {
+		if attempt == 10 {
+			t.Fatal("the keepalive re-admitted the lapsed stream before every start")
+		}
+		advance(t, 10*time.Second)
+		resp, body := p.do(http.MethodGet, "/lapse/index.m3u8", "carol")
+		switch resp.StatusCode {
+		case http.StatusOK:
+			taker = resp.Header.Get(StreamIDHeader)
+		case http.StatusTooManyRequests:
+		default:
+			t.Fatalf("start while the stream's lease has lapsed: %s %s", resp.Status, body)
+		}
+	}
+	took := time.Now()
+
+	// The next renewal is due within one renewal interval (1 s); 5 s leaves
+	// room for a loaded machine. Left uncut, the request would stream on.
+	select {
+	case <-live.done:
+		t.Logf("the lapsed stream's live request was cut %v after its slot was taken", time.Since(took).Round(10*time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lapsed stream's live request still streams 5 s after another start took its slot (renewal every 1 s)")
+	}
+	if r, body := p.do(http.MethodGet, "/lapse/seg.ts", "carol", StreamIDHeader, lapsed); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("the lapsed stream's next request: %s %s, want 429", r.Status, body)
+	}
+	if l := p.listed("/lapse/streams", "carol"); len(l) != 1 || l[0].(map[string]any)["id"] != taker {
+		t.Fatalf("streams held: %v, want only the one that took the slot (%s)", l, taker)
+	}
+}
+
+// storeCalls is how many calls the zone's store has answered, of any
+// operation, read from the store latency histogram's counts.
+func (p *proxy) storeCalls(zone string) float64 {
+	p.t.Helper()
+	var n float64
+	for series, v := range p.scrape() {
+		if strings.HasPrefix(series, "caddy_stream_limit_store_duration_seconds_count{") && strings.Contains(series, `zone="`+zone+`"`) {
+			n += v
+		}
+	}
+	return n
+}
+
+// TestRenewalsAreCoalesced: three session streams, each fetching a segment
+// every second of the store's clock for six renewal intervals (lease 30 s,
+// renewal every 10 s), make at most one store call per stream per renewal
+// interval, not one per request.
+func TestRenewalsAreCoalesced(t *testing.T) {
+	p := startCaddy(t, guaranteesSite)
+	var ids []string
+	for range 3 {
+		ids = append(ids, p.start("/coalesce/index.m3u8", "dora"))
+	}
+	before := p.storeCalls("coalesce")
+	if before < 3 {
+		t.Fatalf("the three starts counted %v store calls: the histogram is not read", before)
+	}
+
+	const renewal, intervals, perInterval = 10 * time.Second, 6, 10
+	began := time.Now()
+	for range intervals * perInterval {
+		advance(t, renewal/perInterval)
+		for _, id := range ids {
+			if r, body := p.do(http.MethodGet, "/coalesce/seg.ts", "dora", StreamIDHeader, id); r.StatusCode != http.StatusOK {
+				t.Fatalf("segment of a live stream: %s %s", r.Status, body)
+			}
+		}
+	}
+	calls := p.storeCalls("coalesce") - before
+	// A keepalive runs on a real-time timer (every 10 s) and renews when it
+	// finds a request in flight: one more call per stream per 10 s of the
+	// test's real duration.
+	real := int(time.Since(began) / renewal)
+	bound := float64(len(ids) * (intervals + real + 1))
+	t.Logf("%d requests over %d renewal intervals: %v store calls (bound %v)", len(ids)*intervals*perInterval, intervals, calls, bound)
+	if calls > bound {
+		t.Fatalf("%v store calls for %d streams over %d renewal intervals, %d requests each: want at most %v (one per stream per interval)",
+			calls, len(ids), intervals, intervals*perInterval, bound)
+	}
+	if calls < float64(len(ids)) {
+		t.Fatalf("%v store calls over %d renewal intervals: the leases were not renewed", calls, intervals)
+	}
+	if r, _ := p.do(http.MethodGet, "/coalesce/index.m3u8", "dora"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a fourth start after %d renewal intervals: %s, want 429 (the three leases were renewed)", intervals, r.Status)
+	}
+}
