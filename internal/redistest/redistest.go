@@ -107,6 +107,15 @@ func (s *Server) Kill() {
 	}
 }
 
+// Freeze stops the server's process (SIGSTOP) and leaves its socket open:
+// the kernel still accepts connections, and nothing answers them, as from a
+// host that hung. Kill and Restart work on a frozen server.
+func (s *Server) Freeze() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGSTOP)
+	}
+}
+
 // Restart kills the server and starts it again, empty, on the same port.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
