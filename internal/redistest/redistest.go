@@ -235,8 +235,13 @@ func StartReplica(t testing.TB, master *Server) *Server {
 	return Start(t, "--replicaof", host, port)
 }
 
+// SentinelDownAfter is how long a sentinel of StartSentinel waits for an
+// answer from the master before it declares it down.
+const SentinelDownAfter = time.Second
+
 // StartSentinel runs a sentinel watching master under name, quick to act:
-// it declares the master down after 1s and needs only its own vote.
+// it declares the master down after SentinelDownAfter and needs only its
+// own vote.
 func StartSentinel(t testing.TB, name string, master *Server) *Server {
 	t.Helper()
 	Need(t)
@@ -246,10 +251,10 @@ func StartSentinel(t testing.TB, name string, master *Server) *Server {
 	conf := filepath.Join(s.dir, "sentinel.conf")
 	cfg := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"+
 		"sentinel monitor %s %s %s 1\n"+
-		"sentinel down-after-milliseconds %s 1000\n"+
+		"sentinel down-after-milliseconds %s %d\n"+
 		"sentinel failover-timeout %s 5000\n"+
 		"sentinel parallel-syncs %s 1\n",
-		s.Port, s.dir, name, host, port, name, name, name)
+		s.Port, s.dir, name, host, port, name, SentinelDownAfter.Milliseconds(), name, name)
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
