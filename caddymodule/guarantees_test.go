@@ -1,10 +1,18 @@
 package caddymodule
 
 import (
+	"context"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/streamlimit/caddy-streamlimit/lease"
 )
 
 // These tests check claims of docs/GUARANTEES.md and docs/BENCHMARKS.md
@@ -18,6 +26,15 @@ const guaranteesSite = `
 			limit 1
 			lease 3s
 			list_path /lapse/streams
+		}
+		reverse_proxy {upstream}
+	}
+	route /gated/* {
+		stream_limit {
+			zone gated
+			lease 3s
+			list_path /gated/streams
+			store gated_test
 		}
 		reverse_proxy {upstream}
 	}
@@ -134,4 +151,113 @@ func TestRenewalsAreCoalesced(t *testing.T) {
 	if r, _ := p.do(http.MethodGet, "/coalesce/index.m3u8", "dora"); r.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("a fourth start after %d renewal intervals: %s, want 429 (the three leases were renewed)", intervals, r.Status)
 	}
+}
+
+// TestRenewalUnderWayWhenTheStreamEnds: a connection-mode stream ends (its
+// client leaves) while its keepalive's renewal is held in the store. A
+// renewal that answered after the stream's release would find the lease
+// gone and take the slot back for a stream that no longer exists, until
+// the lease lapsed: once the renewal has answered and the stream has been
+// released, the user must hold nothing.
+func TestRenewalUnderWayWhenTheStreamEnds(t *testing.T) {
+	g := newRenewGate()
+	gate.Store(g)
+	t.Cleanup(func() { gate.Store(nil) })
+	p := startCaddy(t, guaranteesSite)
+	s := p.open("/gated/slow/v.ts", "erin")
+	if s.resp.StatusCode != http.StatusOK {
+		t.Fatalf("start: %s", s.resp.Status)
+	}
+	wait := func(c chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("waited 10 s for %s", what)
+		}
+	}
+	wait(g.entered, "the live stream's renewal (every 1 s)")
+	s.cancel()
+	// A second for the stream's end to reach the store's release, if it
+	// does not wait for the renewal; then the renewal answers.
+	select {
+	case <-g.released:
+		t.Log("released while the renewal was under way")
+	case <-time.After(time.Second):
+	}
+	close(g.proceed)
+	wait(g.answered, "the renewal's answer")
+	wait(g.released, "the ended stream's release")
+	// Over half the lease, the user holds nothing: a slot taken back would
+	// be held until the lease lapsed.
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if l := p.listed("/gated/streams", "erin"); len(l) != 0 {
+			t.Fatalf("after the stream ended and was released, the user holds %v", l)
+		}
+	}
+}
+
+// gate is the renewGate of the running test, if any.
+var gate atomic.Pointer[renewGate]
+
+// renewGate holds the first renewal in the store until the test lets it
+// proceed, and tells the test when that renewal has answered and when a
+// release has reached the store.
+type renewGate struct {
+	entered, proceed, answered, released chan struct{}
+	renewOnce, releaseOnce               sync.Once
+}
+
+func newRenewGate() *renewGate {
+	return &renewGate{entered: make(chan struct{}), proceed: make(chan struct{}), answered: make(chan struct{}), released: make(chan struct{})}
+}
+
+// gatedStore is the memory store behind a renewGate.
+type gatedStore struct{ lease.Store }
+
+func (s gatedStore) Renew(ctx context.Context, key lease.Key, id string, ttl time.Duration) (lease.Lease, error) {
+	g := gate.Load()
+	if g == nil {
+		return s.Store.Renew(ctx, key, id, ttl)
+	}
+	held := false
+	g.renewOnce.Do(func() { held = true })
+	if !held {
+		return s.Store.Renew(ctx, key, id, ttl)
+	}
+	close(g.entered)
+	<-g.proceed
+	defer close(g.answered)
+	return s.Store.Renew(ctx, key, id, ttl)
+}
+
+func (s gatedStore) Release(ctx context.Context, key lease.Key, id string) error {
+	err := s.Store.Release(ctx, key, id)
+	if g := gate.Load(); g != nil {
+		g.releaseOnce.Do(func() { close(g.released) })
+	}
+	return err
+}
+
+func init() { caddy.RegisterModule(GatedStore{}) }
+
+// GatedStore is the store module of gatedStore, for tests only:
+// "store gated_test".
+type GatedStore struct{}
+
+func (GatedStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "stream_limit.stores.gated_test", New: func() caddy.Module { return new(GatedStore) }}
+}
+
+func (GatedStore) Identity() string { return "gated_test" }
+
+func (GatedStore) Open(onExpire func(lease.Key, lease.Lease)) (lease.Store, error) {
+	return gatedStore{lease.NewMemoryStore(lease.MemoryOptions{Clock: now, OnExpire: onExpire})}, nil
+}
+
+func (GatedStore) CallTimeout() time.Duration { return 0 }
+
+func (*GatedStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	return nil
 }
