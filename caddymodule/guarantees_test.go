@@ -2,7 +2,11 @@ package caddymodule
 
 import (
 	"context"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +21,55 @@ import (
 
 // These tests check claims of docs/GUARANTEES.md and docs/BENCHMARKS.md
 // that no other test asserts.
+
+// TestDocsCiteTestsThatExist: every test, fuzz test and benchmark that
+// docs/GUARANTEES.md and docs/BENCHMARKS.md name is in the code, so that
+// renaming or deleting one leaves no guarantee citing nothing.
+func TestDocsCiteTestsThatExist(t *testing.T) {
+	defined := map[string]bool{}
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "node_modules" || strings.HasPrefix(d.Name(), ".")) && path != ".." {
+			return filepath.SkipDir
+		}
+		if !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range testFunc.FindAllStringSubmatch(string(b), -1) {
+			defined[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range []string{"../docs/GUARANTEES.md", "../docs/BENCHMARKS.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cited := citedTest.FindAllStringSubmatch(string(b), -1)
+		if len(cited) == 0 {
+			t.Fatalf("%s cites no test", doc)
+		}
+		for _, m := range cited {
+			if !defined[m[1]] {
+				t.Errorf("%s cites %s, which no _test.go file defines", doc, m[1])
+			}
+		}
+	}
+}
+
+var (
+	testFunc  = regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|Benchmark)\w+)\(`)
+	citedTest = regexp.MustCompile("`((?:Test|Fuzz|Benchmark)\\w+)`")
+)
 
 const guaranteesSite = `
 	route /lapse/* {
