@@ -13,6 +13,9 @@ run:
 # Installs what is missing, checks formatting and vet, runs every test
 # under the race detector. Where Chromium is installed that includes the
 # browser test of the demo page (its screenshots land in browser/out).
+# A test whose tool is missing (redis-server, ffmpeg, Chromium) skips,
+# except with CI=true in the environment, where it fails: .ci/run sets it,
+# after ./scripts/deps.sh browser has installed Chromium.
 test: deps lint
 	mkdir -p $(TEST_HOME)
 	XDG_CONFIG_HOME=$(TEST_HOME) XDG_DATA_HOME=$(TEST_HOME) SCREENSHOT_DIR=$(CURDIR)/browser/out \

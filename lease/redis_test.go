@@ -3,8 +3,10 @@ package lease
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -44,38 +46,103 @@ func TestRedisClusterConformance(t *testing.T) {
 
 // TestRedisKeysStayInOneSlot shows that every key of one (zone, user) hashes
 // to one Cluster slot whatever bytes the user holds, and that different
-// users never share keys.
+// users never share keys. A real Cluster's CLUSTER KEYSLOT checks every key
+// and the slot computed here.
 func TestRedisKeysStayInOneSlot(t *testing.T) {
-	srv := redistest.Start(t)
-	s, err := NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), RedisOptions{})
+	cluster := redistest.StartCluster(t)
+	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cluster.Addrs()})
+	defer client.Close()
+	s, err := NewRedisStore(client, RedisOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	node := cluster.Nodes[0]
 	users := []string{"alice", "{alice}", "}{", "a:b", "a\nb", "a\x00b", "\xff\xfe\x00", strings.Repeat("}", 512), strings.Repeat("x", 512)}
 	seen := map[string]string{}
 	for _, zone := range []string{"default", "z}", "{"} {
 		for _, u := range users {
 			keys := s.keys(Key{zone, u})
 			slot := clusterSlot(keys[0])
-			for _, k := range keys[1:] {
-				if clusterSlot(k) != slot {
-					t.Fatalf("zone %q user %q: key %q is in slot %d, %q in %d", zone, u, keys[0], slot, k, clusterSlot(k))
-				}
-			}
 			for _, k := range keys {
+				got, err := node.Do("CLUSTER", "KEYSLOT", k)
+				if err != nil {
+					t.Fatalf("CLUSTER KEYSLOT %q: %v", k, err)
+				}
+				if got != fmt.Sprint(slot) {
+					t.Fatalf("zone %q user %q: CLUSTER KEYSLOT %q = %s, want %d, the slot of %q", zone, u, k, got, slot, keys[0])
+				}
 				if other, dup := seen[k]; dup {
 					t.Fatalf("key %q shared by %q and %q", k, other, zone+"/"+u)
 				}
 				seen[k] = zone + "/" + u
 			}
-			// Redis itself agrees on the slot.
-			if got, err := srv.Do("CLUSTER", "KEYSLOT", keys[0]); err == nil && got != fmt.Sprint(slot) {
-				t.Fatalf("CLUSTER KEYSLOT %q = %s, computed %d", keys[0], got, slot)
-			}
 		}
 	}
-	if _, err := NewRedisStore(redis.NewClient(&redis.Options{Addr: srv.Addr}), RedisOptions{KeyPrefix: "a{b}:"}); err == nil {
+	if _, err := NewRedisStore(client, RedisOptions{KeyPrefix: "a{b}:"}); err == nil {
 		t.Fatal("a key prefix with braces was accepted")
+	}
+}
+
+// TestRedisKeysExpireAfterTheirLastLease: a user who stops leaves nothing
+// behind in Redis. The lease key expires with its last lease, renewals
+// included, and the tombstone key with its last tombstone, without any
+// further call. (A per-user override is operator data: it stays until
+// cleared.)
+func TestRedisKeysExpireAfterTheirLastLease(t *testing.T) {
+	srv := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer client.Close()
+	s, _ := NewRedisStore(client, RedisOptions{})
+	ctx := context.Background()
+	k := Key{"z", "abandoned"}
+	keys := s.keys(k)
+	const short = 500 * time.Millisecond
+	pttl := func(key string) time.Duration {
+		t.Helper()
+		ms, err := srv.Do("PTTL", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(ms)
+		return time.Duration(n) * time.Millisecond
+	}
+
+	// Two leases: the key lives as long as the longer one, here renewed
+	// to four times the first lease (longer than that, with room for a
+	// slow machine, and no longer than the renewal).
+	for _, name := range []string{"a", "b"} {
+		if d, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id(name), Limit: 3, TTL: short}); err != nil || !d.Admitted {
+			t.Fatalf("acquire %s: %+v %v", name, d, err)
+		}
+	}
+	if _, err := s.Renew(ctx, k, id("b"), 4*short); err != nil {
+		t.Fatal(err)
+	}
+	if got := pttl(keys[0]); got <= short || got > 4*short+time.Millisecond {
+		t.Fatalf("lease key expires in %v, want with its last lease (%v)", got, 4*short)
+	}
+	// A revoke leaves a tombstone whose key expires with it.
+	if err := s.Revoke(ctx, k, id("a"), short); err != nil {
+		t.Fatal(err)
+	}
+	if got := pttl(keys[1]); got <= 0 || got > short+time.Millisecond {
+		t.Fatalf("tombstone key expires in %v, want with its tombstone (%v)", got, short)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, key := range keys[:2] {
+		for {
+			n, err := srv.Do("EXISTS", key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == "0" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("key %q still exists %v after its last lease lapsed (PTTL %v)", key, 10*time.Second, pttl(key))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 

@@ -20,13 +20,15 @@ import (
 // the fourth start (browser/demo.test.mjs drives the page).
 //
 // It needs Debian's chromium and playwright-core (browser/node_modules):
-// `make test-browser` installs both and requires the test to run; `make
-// test` runs it wherever Chromium is installed, and skips it elsewhere.
+// `make test-browser` installs both and requires the test to run
+// (STREAMLIMIT_BROWSER=require), and so does CI=true, which .ci/run sets
+// after installing both; elsewhere `make test` runs it wherever Chromium
+// is installed, and skips it without.
 func TestDemoPageInBrowser(t *testing.T) {
-	required := os.Getenv("STREAMLIMIT_BROWSER") == "require"
+	required := os.Getenv("STREAMLIMIT_BROWSER") == "require" || os.Getenv("CI") == "true"
 	missing := func(format string, args ...any) {
 		t.Helper()
-		msg := fmt.Sprintf(format, args...) + " (make test-browser installs it)"
+		msg := fmt.Sprintf(format, args...) + " (./scripts/deps.sh browser installs it)"
 		if required {
 			t.Fatal(msg)
 		}
