@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 	"github.com/streamlimit/caddy-streamlimit/lease"
 )
 
@@ -313,4 +315,53 @@ func (GatedStore) CallTimeout() time.Duration { return 0 }
 func (*GatedStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next()
 	return nil
+}
+
+// TestConcurrentRequestsShareOneRenewal: a stream's requests that arrive
+// together when its renewal is due (audio beside video, prefetches) make one
+// store call between them, not one each. Redis answers 50 ms late here, so
+// that they do overlap the renewal under way.
+func TestConcurrentRequestsShareOneRenewal(t *testing.T) {
+	srv := redistest.Start(t)
+	slow := startSlowProxy(t, srv.Addr)
+	p := startCaddy(t, fmt.Sprintf(`
+	route /together/* {
+		stream_limit {
+			zone together
+			mode session
+			lease 3s
+			store redis {
+				address %s
+			}
+		}
+		reverse_proxy {upstream}
+	}`, slow.addr))
+	id := p.start("/together/index.m3u8", "frank")
+	slow.delay.Store(int64(50 * time.Millisecond))
+	before := p.storeCalls("together")
+
+	const rounds, together = 5, 8
+	began := time.Now()
+	for range rounds {
+		time.Sleep(1100 * time.Millisecond) // past the 1 s renewal interval
+		var wg sync.WaitGroup
+		for range together {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if r, body := p.do(http.MethodGet, "/together/seg.ts", "frank", StreamIDHeader, id); r.StatusCode != http.StatusOK {
+					t.Errorf("segment: %s %s", r.Status, body)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	calls := p.storeCalls("together") - before
+	// One renewal a round; the keepalive (every 1 s, when it finds a request
+	// in flight) may add one a second of the test's real duration.
+	bound := float64(rounds + int(time.Since(began)/time.Second) + 1)
+	t.Logf("%d rounds of %d requests at once: %v store calls (bound %v)", rounds, together, calls, bound)
+	if calls > bound {
+		t.Fatalf("%v store calls for %d rounds of %d requests at once, want at most %v", calls, rounds, together, bound)
+	}
 }

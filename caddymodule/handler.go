@@ -448,10 +448,43 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 		if fresh {
 			return h.serve(w, r, next, ref, limit, false)
 		}
+		// One renewal at a time per stream. A request that arrives while
+		// another renews (audio beside video, a prefetch, the keepalive)
+		// does not ask the store again: while the slot is surely still the
+		// stream's it goes on at once (a revocation the renewal finds cuts
+		// it), otherwise it waits for that renewal's answer.
+		if !ls.renewing.TryLock() {
+			if ls.held(h.ttl()) {
+				return h.serve(w, r, next, ref, limit, false)
+			}
+			ls.renewing.Lock()
+		}
+		fresh, revoked = ls.fresh(h.ttl())
+		if fresh || revoked {
+			ls.renewing.Unlock()
+			return h.continueStream(w, r, next, ref, ls, limit)
+		}
+		d, err := h.renewFor(r, ref, limit)
+		if err == nil && d.Admitted {
+			ls.confirm()
+		}
+		ls.renewing.Unlock()
+		return h.renewed(w, r, next, ref, limit, d, err)
 	}
+	d, err := h.renewFor(r, ref, limit)
+	return h.renewed(w, r, next, ref, limit, d, err)
+}
+
+// renewFor renews the stream a request continues, bounded by the store's
+// timeout.
+func (h *Handler) renewFor(r *http.Request, ref streamRef, limit int) (lease.Decision, error) {
 	ctx, cancel := h.storeContext(r)
-	d, err := h.renew(ctx, ref, limit)
-	cancel()
+	defer cancel()
+	return h.renew(ctx, ref, limit)
+}
+
+// renewed serves or refuses a request after its stream's renewal.
+func (h *Handler) renewed(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, d lease.Decision, err error) error {
 	switch {
 	case errors.Is(err, lease.ErrRevoked):
 		h.zone.revoked(ref, h.ttl())

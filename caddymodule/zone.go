@@ -396,6 +396,15 @@ func (ls *localStream) fresh(ttl time.Duration) (fresh, revoked bool) {
 	return !ls.confirmed.IsZero() && now().Sub(ls.confirmed) < renewEvery(min(ttl, ls.ttl)), ls.revoked
 }
 
+// held reports whether the store confirmed the lease less than a lease
+// (of a handler with lease ttl) ago: the slot is surely still the stream's,
+// unless it was revoked, which a renewal under way would find.
+func (ls *localStream) held(ttl time.Duration) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return !ls.confirmed.IsZero() && now().Sub(ls.confirmed) < min(ttl, ls.ttl)
+}
+
 func (ls *localStream) confirm() {
 	ls.mu.Lock()
 	ls.confirmed = now()
