@@ -166,8 +166,8 @@ func (a *Admin) kick(w http.ResponseWriter, r *http.Request, z *zone, key lease.
 	}
 	ref := streamRef{key, id}
 	// Cut it here at once; other instances cut it at its next renewal.
-	z.revoked(ref, ttl)
-	z.ended(ref, causeKick)
+	z.markRevoked(ref, ttl)
+	z.recordEnded(ref, causeKick)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

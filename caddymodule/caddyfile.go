@@ -1,7 +1,9 @@
 package caddymodule
 
 import (
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -24,13 +26,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	return &sl, err
 }
 
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. It only
+// parses: Validate checks the values, for the Caddyfile and JSON alike.
+// Syntax:
 //
 //	stream_limit [<matcher>] {
 //		key            <placeholder>         # default {http.request.header.X-User-Id}
 //		limit          <n | placeholder>     # default 3
 //		mode           connection | session  # default connection
-//		lease          <duration>            # default 30s, at least 1s
+//		lease          <duration>            # default 30s, at least 1s, at most 24h
 //		zone           <name>                # default "default"
 //		on_limit       deny | evict_oldest   # default deny
 //		status         <code>                # default 429
@@ -49,102 +53,123 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("stream_limit: option %s given twice", opt)
+		name := d.Val()
+		set, ok := handlerOptions[name]
+		if !ok {
+			return d.Errf("stream_limit: unrecognized option %q", name)
 		}
-		seen[opt] = true
-		switch opt {
-		case "dry_run", "path_token", "log_user":
-			if d.NextArg() {
-				return d.Errf("%s: takes no argument, got %q", opt, d.Val())
-			}
-			switch opt {
-			case "dry_run":
-				h.DryRun = true
-			case "path_token":
-				h.PathToken = true
-			case "log_user":
-				h.LogUser = true
-			}
-		case "store":
-			if !d.NextArg() {
-				return d.Errf("store: want a store name (memory or redis)")
-			}
-			name := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "stream_limit.stores."+name)
-			if err != nil {
-				return d.Errf("store: %v", err)
-			}
-			h.StoreRaw = caddyconfig.JSONModuleObject(unm, "type", name, nil)
-		case "key", "limit", "mode", "lease", "zone", "on_limit", "status", "on_store_error", "list_path", "secret":
-			var val string
-			if !d.Args(&val) {
-				return d.Errf("%s: want one value", opt)
-			}
-			if d.NextArg() {
-				return d.Errf("%s: want one value, got another: %q", opt, d.Val())
-			}
-			if err := h.setOption(d, opt, val); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("stream_limit: unrecognized option %q", opt)
+		if seen[name] {
+			return d.Errf("stream_limit: option %s given twice", name)
+		}
+		seen[name] = true
+		if err := set(h, d); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (h *Handler) setOption(d *caddyfile.Dispenser, opt, val string) error {
-	switch opt {
-	case "key":
-		h.Key = val
-	case "limit":
-		h.Limit = Limit(val)
-		if err := h.Limit.validate(); err != nil {
-			return d.Errf("%v", err)
+// handlerOptions are the Caddyfile options of stream_limit, each reading
+// its arguments from the dispenser: the one list of their names.
+var handlerOptions = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
+	"key":            textOption(func(h *Handler) *string { return &h.Key }),
+	"mode":           textOption(func(h *Handler) *string { return &h.Mode }),
+	"zone":           textOption(func(h *Handler) *string { return &h.Zone }),
+	"on_limit":       textOption(func(h *Handler) *string { return &h.OnLimit }),
+	"on_store_error": textOption(func(h *Handler) *string { return &h.OnStoreError }),
+	"secret":         textOption(func(h *Handler) *string { return &h.Secret }),
+	"list_path":      textOption(func(h *Handler) *string { return &h.ListPath }),
+	"limit": func(h *Handler, d *caddyfile.Dispenser) error {
+		v, err := oneValue(d)
+		h.Limit = Limit(v)
+		return err
+	},
+	"lease": func(h *Handler, d *caddyfile.Dispenser) error {
+		v, err := oneValue(d)
+		if err != nil {
+			return err
 		}
-	case "mode":
-		if val != ModeConnection && val != ModeSession {
-			return d.Errf("mode: %q is neither %s nor %s", val, ModeConnection, ModeSession)
-		}
-		h.Mode = val
-	case "lease":
-		dur, err := caddy.ParseDuration(val)
+		dur, err := caddy.ParseDuration(v)
 		if err != nil {
 			return d.Errf("lease: %v", err)
 		}
-		if dur < MinLease {
-			return d.Errf("lease: %v is shorter than the minimum %v", dur, MinLease)
+		if dur <= 0 {
+			// In JSON 0 is the default: it cannot be written here either.
+			return d.Errf("lease: %v would read as the default; want a positive duration", dur)
 		}
 		h.Lease = caddy.Duration(dur)
-	case "zone":
-		h.Zone = val
-	case "secret":
-		h.Secret = val
-	case "on_limit":
-		if val != OnLimitDeny && val != OnLimitEvictOldest {
-			return d.Errf("on_limit: %q is neither %s nor %s", val, OnLimitDeny, OnLimitEvictOldest)
+		return nil
+	},
+	"status": func(h *Handler, d *caddyfile.Dispenser) error {
+		v, err := oneValue(d)
+		if err != nil {
+			return err
 		}
-		h.OnLimit = val
-	case "status":
-		code, err := strconv.Atoi(val)
-		if err != nil || code < 400 || code > 599 {
-			return d.Errf("status: %q is not an HTTP error status (400-599)", val)
+		if h.Status, err = strconv.Atoi(v); err != nil {
+			return d.Errf("status: %q is not a number", v)
 		}
-		h.Status = code
-	case "on_store_error":
-		if val != OnStoreErrorAllow && val != OnStoreErrorDeny {
-			return d.Errf("on_store_error: %q is neither %s nor %s", val, OnStoreErrorAllow, OnStoreErrorDeny)
+		return nil
+	},
+	"dry_run":    flagOption(func(h *Handler) *bool { return &h.DryRun }),
+	"path_token": flagOption(func(h *Handler) *bool { return &h.PathToken }),
+	"log_user":   flagOption(func(h *Handler) *bool { return &h.LogUser }),
+	"store": func(h *Handler, d *caddyfile.Dispenser) error {
+		if !d.NextArg() {
+			return d.Errf("store: want a store name (%s)", strings.Join(storeNames(), " or "))
 		}
-		h.OnStoreError = val
-	case "list_path":
-		if val == "" || val[0] != '/' {
-			return d.Errf("list_path: %q must start with /", val)
+		name := d.Val()
+		unm, err := caddyfile.UnmarshalModule(d, "stream_limit.stores."+name)
+		if err != nil {
+			return d.Errf("store: %v (stores: %s)", err, strings.Join(storeNames(), ", "))
 		}
-		h.ListPath = val
+		h.StoreRaw = caddyconfig.JSONModuleObject(unm, "type", name, nil)
+		return nil
+	},
+}
+
+// textOption is an option with one value, kept as written.
+func textOption(field func(*Handler) *string) func(*Handler, *caddyfile.Dispenser) error {
+	return func(h *Handler, d *caddyfile.Dispenser) error {
+		v, err := oneValue(d)
+		*field(h) = v
+		return err
 	}
-	return nil
+}
+
+// flagOption is an option that takes no value.
+func flagOption(field func(*Handler) *bool) func(*Handler, *caddyfile.Dispenser) error {
+	return func(h *Handler, d *caddyfile.Dispenser) error {
+		name := d.Val()
+		if d.NextArg() {
+			return d.Errf("%s: takes no argument, got %q", name, d.Val())
+		}
+		*field(h) = true
+		return nil
+	}
+}
+
+// oneValue reads the single, non-empty value of the option d is on.
+func oneValue(d *caddyfile.Dispenser) (string, error) {
+	name := d.Val()
+	var v string
+	if !d.Args(&v) || v == "" {
+		return "", d.Errf("%s: want one value", name)
+	}
+	if d.NextArg() {
+		return "", d.Errf("%s: want one value, got another: %q", name, d.Val())
+	}
+	return v, nil
+}
+
+// storeNames lists the store modules registered, in or out of this
+// repository.
+func storeNames() []string {
+	var names []string
+	for _, m := range caddy.GetModules("stream_limit.stores") {
+		names = append(names, m.ID.Name())
+	}
+	slices.Sort(names)
+	return names
 }
 
 var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -190,3 +190,24 @@ func (o *streamOrigin) lastEnd(title string) time.Time {
 	defer o.mu.Unlock()
 	return o.last[title]
 }
+
+func TestDeleteIsNeverProxiedWhenTheStoreIsDown(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Kill()
+	p := startCaddy(t, `
+	stream_limit {
+		mode session
+		store redis {
+			address `+srv.Addr+`
+			timeout 200ms
+		}
+	}
+	reverse_proxy {upstream}`)
+	resp, body := p.do(http.MethodDelete, "/a.m3u8", "alice", StreamIDHeader, "6f1c1c1e-2b4a-8c55-9d7e-2f4a8d9b0c11")
+	if resp.StatusCode != http.StatusServiceUnavailable || decodeJSON(t, body)["error"] != "store_unavailable" {
+		t.Fatalf("DELETE with the store down: %s %s", resp.Status, body)
+	}
+	if p.origin.hit("/a.m3u8") != 0 {
+		t.Fatal("the DELETE reached the origin")
+	}
+}

@@ -48,13 +48,6 @@ const (
 	OnStoreErrorDeny  = "deny"
 )
 
-// StreamIDHeader carries the stream id: set on every admitted response,
-// read from requests that continue a stream.
-const StreamIDHeader = "Stream-Id"
-
-// StreamIDQuery is the query parameter that may carry the stream id.
-const StreamIDQuery = "stream_id"
-
 // Handler limits how many streams each user holds at once. It admits a
 // request that starts a stream only while the user holds fewer than Limit
 // leases in the zone, keeps the lease alive while the stream's requests are
@@ -126,11 +119,10 @@ type Handler struct {
 	// "stream_limit.stores". Default: {"type": "memory"}.
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=stream_limit.stores inline_key=type"`
 
-	zone         *zone
-	secretKey    []byte
-	storeTimeout time.Duration
-	policy       lease.Policy
-	logger       *zap.Logger
+	zone     *zone
+	idSecret []byte // the configured Secret, expanded; nil: the store's
+	policy   lease.Policy
+	logger   *zap.Logger
 	// sampledLog carries what a client can provoke at will (refusals,
 	// store failures): the first few per second each, then one in 100.
 	sampledLog *zap.Logger
@@ -181,7 +173,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.OnStoreError = OnStoreErrorAllow
 	}
 	if h.Secret != "" {
-		h.secretKey = []byte(caddy.NewReplacer().ReplaceAll(h.Secret, ""))
+		h.idSecret = []byte(caddy.NewReplacer().ReplaceAll(h.Secret, ""))
 	}
 	if h.StoreRaw == nil {
 		h.StoreRaw = json.RawMessage(`{"type":"memory"}`)
@@ -194,16 +186,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("store module %T does not open a lease store", mod)
 	}
-	h.storeTimeout = store.CallTimeout()
-	h.zone, err = loadZone(h.Zone, store.Identity(), store.Open)
+	h.zone, err = loadZone(h.Zone, store)
 	if err != nil {
 		return fmt.Errorf("zone %q: opening store: %v", h.Zone, err)
 	}
+	h.zone.logger.Store(h.logger)
 	h.zone.lease.Store(int64(h.Lease))
 	if n, err := parseLimit(string(h.Limit)); err == nil {
 		h.zone.limit.Store(int64(n))
 	}
-	if h.storeTimeout > 0 {
+	if h.zone.storeTimeout > 0 {
 		h.checkStore()
 	}
 	if eventsApp, err := ctx.AppIfConfigured("events"); err == nil {
@@ -221,7 +213,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // on_store_error allow it means no limit at all: say so loudly. The failed
 // call also shows in the store_up and store_errors_total metrics.
 func (h *Handler) checkStore() {
-	ctx, cancel := h.callContext(context.Background())
+	ctx, cancel := h.zone.callContext(context.Background())
 	defer cancel()
 	_, _, err := h.zone.store.Override(ctx, lease.Key{Zone: h.Zone, User: storeProbeUser})
 	if err == nil {
@@ -232,7 +224,7 @@ func (h *Handler) checkStore() {
 		consequence = "every stream is admitted with no limit (on_store_error allow) until it answers"
 	}
 	h.logger.Error("the stream store does not answer at start-up; "+consequence,
-		zap.String("zone", h.Zone), zap.Duration("timeout", h.storeTimeout), zap.Error(err))
+		zap.String("zone", h.Zone), zap.Duration("timeout", h.zone.storeTimeout), zap.Error(err))
 }
 
 // storeProbeUser is the user whose limit override the start-up check
@@ -257,8 +249,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("path_token: needs mode %s (in mode %s a stream is one request, with nothing to carry)", ModeSession, h.Mode)
 	case h.Status < 400 || h.Status > 599:
 		return fmt.Errorf("status: %d is not an HTTP error status (400-599)", h.Status)
-	case h.Secret != "" && len(h.secretKey) < 16:
-		return fmt.Errorf("secret: at least 16 bytes, got %d (an unset {env.*}?)", len(h.secretKey))
+	case h.Secret != "" && len(h.idSecret) < 16:
+		return fmt.Errorf("secret: at least 16 bytes, got %d (an unset {env.*}?)", len(h.idSecret))
 	case h.ListPath != "" && h.ListPath[0] != '/':
 		return fmt.Errorf("list_path: %q must start with /", h.ListPath)
 	}
@@ -277,6 +269,11 @@ func (h *Handler) Cleanup() error {
 
 func (h *Handler) session() bool      { return h.Mode == ModeSession }
 func (h *Handler) ttl() time.Duration { return time.Duration(h.Lease) }
+
+// terms are what this handler holds a stream it serves to.
+func (h *Handler) terms(limit int) streamTerms {
+	return streamTerms{ttl: h.ttl(), limit: limit, session: h.session()}
+}
 
 // ServeHTTP admits, continues or closes a stream, or refuses the request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
@@ -313,7 +310,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		case err != nil && r.Method == http.MethodDelete:
 			return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
 		case err != nil:
-			return h.storeFailed(w, r, next, streamRef{key, id}, DefaultLimit, err)
+			// Served under on_store_error as any stream, and held to the
+			// user's own limit when its keepalive puts the lease back.
+			limit, lerr := h.Limit.resolve(repl)
+			if lerr != nil {
+				return h.badLimit(w, r, lerr)
+			}
+			return h.storeFailed(w, r, next, streamRef{key, id}, limit, err)
 		case !ok && carried.fromCookie:
 			id = "" // a stale or foreign cookie names no stream: start afresh
 		case !ok:
@@ -328,9 +331,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	limit, err := h.Limit.resolve(repl)
 	if err != nil {
-		h.logger.Error("limit placeholder gave no usable limit; refusing the request",
-			zap.String("zone", h.Zone), zap.String("limit", string(h.Limit)), zap.Error(err))
-		return h.refuse(w, r, http.StatusInternalServerError, errorBody{Error: "bad_limit"})
+		return h.badLimit(w, r, err)
 	}
 	if h.session() && id != "" {
 		return h.continueStream(w, r, next, streamRef{key, id}, known, limit)
@@ -338,45 +339,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return h.start(w, r, next, key, limit)
 }
 
-// secret is the key that binds new stream ids to their users: the
-// configured one, or the one the zone's store shares.
-func (h *Handler) secret(r *http.Request) ([]byte, error) {
-	if h.secretKey != nil {
-		return h.secretKey, nil
-	}
-	if s := h.zone.secrets.Load(); s != nil {
-		return (*s)[0], nil
-	}
-	ctx, cancel := h.storeContext(r)
-	defer cancel()
-	return h.zone.sharedSecret(ctx)
-}
-
-// verify reports whether id was issued to key. With a shared secret, an id
-// that no secret known here accepts makes the zone read the store's secret
-// again (at most once a second): after the store lost its data, instances
-// that started since may have installed a new one.
-func (h *Handler) verify(r *http.Request, key lease.Key, id string) (bool, error) {
-	if h.secretKey != nil {
-		return lease.VerifyID(h.secretKey, key, id), nil
-	}
-	if _, err := h.secret(r); err != nil {
-		return false, err
-	}
-	if h.zone.verify(key, id) {
-		return true, nil
-	}
-	ctx, cancel := h.storeContext(r)
-	defer cancel()
-	if refreshed, err := h.zone.refreshSecret(ctx); err != nil || !refreshed {
-		return false, err
-	}
-	return h.zone.verify(key, id), nil
-}
-
 // start admits a new stream, or refuses it at the limit.
 func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key lease.Key, limit int) error {
-	secret, err := h.secret(r)
+	secret, err := h.idSecretFor(r)
 	if err != nil {
 		return h.storeFailed(w, r, next, streamRef{key, lease.NewID(lease.NewSecret(), key)}, limit, err)
 	}
@@ -399,40 +364,18 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	}
 	for _, id := range d.Evicted {
 		evicted := streamRef{key, id}
-		h.zone.revoked(evicted, h.ttl())
-		h.zone.ended(evicted, causeEviction)
+		h.zone.markRevoked(evicted, h.ttl())
+		h.zone.recordEnded(evicted, causeEviction)
 	}
 	if !d.Admitted {
 		return h.atLimit(w, r, next, d)
 	}
-	h.zone.admitted(ref)
+	h.zone.recordAdmitted(ref)
 	if h.PathToken && h.session() && r.Method == http.MethodGet {
 		h.redirectToToken(w, r, ref.id)
 		return nil
 	}
 	return h.serve(w, r, next, ref, limit, true)
-}
-
-// redirectToToken sends the player to the same URL with the stream's token
-// in its path: every relative playlist and segment URL it resolves from
-// there carries the token, with no change to the player. The Location is
-// relative, so it holds whatever rewrite or handle_path ran before us.
-func (h *Handler) redirectToToken(w http.ResponseWriter, r *http.Request, id string) {
-	w.Header().Set(StreamIDHeader, id)
-	w.Header().Set("Location", tokenLocation(r.URL, id))
-	w.Header().Set("Cache-Control", "no-store")
-	if isManifest(r.URL.Path) {
-		// Some players (ffmpeg's DASH demuxer) resolve segment URLs against
-		// the manifest URL they asked for, not the one they were sent to;
-		// they do keep cookies, so the id rides in one too, scoped to the
-		// directory the client asked for, for the segments only.
-		clientPath := r.URL.Path
-		if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
-			clientPath = orig.URL.Path
-		}
-		http.SetCookie(w, &http.Cookie{Name: StreamIDCookie, Value: id, Path: dirOf(clientPath), HttpOnly: true, SameSite: http.SameSiteLaxMode})
-	}
-	w.WriteHeader(http.StatusTemporaryRedirect)
 }
 
 // continueStream serves a request that carries a stream id (session mode):
@@ -480,14 +423,14 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 func (h *Handler) renewFor(r *http.Request, ref streamRef, limit int) (lease.Decision, error) {
 	ctx, cancel := h.storeContext(r)
 	defer cancel()
-	return h.renew(ctx, ref, limit)
+	return h.zone.renew(ctx, ref, h.ttl(), limit)
 }
 
 // renewed serves or refuses a request after its stream's renewal.
 func (h *Handler) renewed(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, d lease.Decision, err error) error {
 	switch {
 	case errors.Is(err, lease.ErrRevoked):
-		h.zone.revoked(ref, h.ttl())
+		h.zone.markRevoked(ref, h.ttl())
 		return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
 	case err != nil:
 		return h.storeFailed(w, r, next, ref, limit, err)
@@ -497,66 +440,32 @@ func (h *Handler) renewed(w http.ResponseWriter, r *http.Request, next caddyhttp
 	return h.serve(w, r, next, ref, limit, true)
 }
 
-// errAtLimit is a renewal's answer when a lapsed stream cannot be
-// re-admitted because the user's slots are taken.
-var errAtLimit = errors.New("stream lapsed and the user is at the limit")
-
-// renew extends a stream's lease; a stream whose lease lapsed is re-admitted
-// under its id when a slot is free.
-func (h *Handler) renew(ctx context.Context, ref streamRef, limit int) (lease.Decision, error) {
-	_, err := h.zone.store.Renew(ctx, ref.key, ref.id, h.ttl())
-	if !errors.Is(err, lease.ErrNotFound) {
-		return lease.Decision{Admitted: err == nil}, err
-	}
-	d, err := h.zone.store.Acquire(ctx, lease.AcquireRequest{Key: ref.key, ID: ref.id, Limit: limit, TTL: h.ttl(), Policy: lease.Deny})
-	if err == nil && d.Admitted {
-		h.zone.admitted(ref)
-	}
-	return d, err
-}
-
 // serve passes an admitted request on, keeping its stream's lease alive
 // while it is in flight and cutting it if the stream is revoked meanwhile.
 // In connection mode the stream ends with the request.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, confirmed bool) error {
 	ctx, cancel := context.WithCancelCause(r.Context())
-	ls, f, revoked := h.zone.enter(ref, flight{handler: h, limit: limit, confirmed: confirmed, cancel: cancel})
+	ls, req, revoked := h.zone.enter(ref, h.terms(limit), confirmed, cancel)
 	if revoked {
 		cancel(nil)
 		return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
 	}
 	defer func() {
 		// Deferred so that it runs when reverse_proxy aborts with a panic.
-		ls.leave(f)
+		ls.leave(req)
 		cancel(nil)
 		if !h.session() {
-			if h.storeTimeout > 0 {
+			if h.zone.storeTimeout > 0 {
 				// A store with I/O releases after the response: its round trip
 				// (or its timeout, when it is down) must not hold the client.
-				h.zone.releaseLater(ls, h, ref)
+				h.zone.releaseLater(ls)
 			} else {
-				ls.end(func() { h.release(ref) })
+				ls.end(func() { h.zone.release(ref) })
 			}
 		}
 	}()
 	w.Header().Set(StreamIDHeader, ref.id)
 	return next.ServeHTTP(w, r.WithContext(ctx))
-}
-
-// release frees a stream's slot in the store and forgets it here.
-func (h *Handler) release(ref streamRef) {
-	h.zone.forget(ref)
-	ctx, cancel := h.callContext(context.Background())
-	defer cancel()
-	err := h.zone.store.Release(ctx, ref.key, ref.id)
-	if err == nil {
-		h.zone.ended(ref, causeConnectionEnd)
-	}
-	if err != nil && !errors.Is(err, lease.ErrNotFound) {
-		// The lease lapses by itself within the lease duration.
-		h.logger.Warn("releasing a stream failed; its lease will lapse",
-			zap.String("zone", h.Zone), zap.String("stream_id", ref.id), zap.Error(err))
-	}
 }
 
 // close ends the stream a DELETE names, without passing the request on.
@@ -589,7 +498,7 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, i
 		// seen yet: a request that raced the DELETE (its store call came
 		// first) is cut if it got in, and refused if it comes after, instead
 		// of being served on a renewal it made before the revoke.
-		h.zone.revoked(ref, h.ttl())
+		h.zone.markRevoked(ref, h.ttl())
 	}
 	switch {
 	case errors.Is(err, lease.ErrNotFound):
@@ -598,7 +507,7 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, i
 		h.logger.Error("closing a stream failed", zap.String("zone", h.Zone), zap.String("stream_id", id), zap.Error(err))
 		return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
 	}
-	h.zone.ended(ref, causeClose)
+	h.zone.recordEnded(ref, causeClose)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -620,6 +529,13 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request, key lease.Key) er
 		return h.refuse(w, r, http.StatusInternalServerError, errorBody{Error: "bad_limit"})
 	}
 	return writeJSON(w, http.StatusOK, streamList(limit, leases))
+}
+
+// badLimit refuses a request whose limit placeholder gave no usable limit.
+func (h *Handler) badLimit(w http.ResponseWriter, r *http.Request, err error) error {
+	h.logger.Error("limit placeholder gave no usable limit; refusing the request",
+		zap.String("zone", h.Zone), zap.String("limit", string(h.Limit)), zap.Error(err))
+	return h.refuse(w, r, http.StatusInternalServerError, errorBody{Error: "bad_limit"})
 }
 
 // atLimit refuses a start (or a lapsed stream's return) at the limit;
@@ -673,15 +589,15 @@ func (h *Handler) logFields(r *http.Request, fields ...zap.Field) []zap.Field {
 // storeContext bounds one store call. It is detached from the client so
 // that a client leaving mid-call cannot leave a lease nobody knows of.
 func (h *Handler) storeContext(r *http.Request) (context.Context, context.CancelFunc) {
-	return h.callContext(context.WithoutCancel(r.Context()))
+	return h.zone.callContext(context.WithoutCancel(r.Context()))
 }
 
-// callContext bounds a store call by the store's timeout, if it has one.
-func (h *Handler) callContext(parent context.Context) (context.Context, context.CancelFunc) {
-	if h.storeTimeout <= 0 {
-		return parent, func() {}
-	}
-	return context.WithTimeout(parent, h.storeTimeout)
+// isPreflight reports whether r is a CORS preflight: OPTIONS with the
+// headers a browser sends before a cross-origin request. Only those pass
+// without a user; any other OPTIONS is a request like the rest (an origin
+// may well answer it with the file).
+func isPreflight(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != ""
 }
 
 // Interface guards.

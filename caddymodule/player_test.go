@@ -342,3 +342,67 @@ func TestBadPathTokens(t *testing.T) {
 		}
 	}
 }
+
+func TestPathTokensBehindRewritesProbesAndPreflights(t *testing.T) {
+	p := startCaddy(t, `
+	handle_path /video/* {
+		rewrite * /media{path}
+		stream_limit {
+			mode session
+			path_token
+			limit 1
+			list_path /media/streams
+		}
+		reverse_proxy {upstream}
+	}`)
+	// HEAD probes take no slot.
+	req, _ := http.NewRequest(http.MethodHead, p.url("/video/hls/index.m3u8"), nil)
+	req.Header.Set("X-User-Id", "alice")
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect {
+		t.Fatalf("HEAD start: %v %v", err, resp)
+	}
+	// The redirect is relative to the URL the client asked for, whatever
+	// handle_path and rewrite made of it.
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, "./"+PathTokenPrefix) || !strings.HasSuffix(loc, "/index.m3u8") {
+		t.Fatalf("Location %q", loc)
+	}
+	if c := resp.Header.Get("Set-Cookie"); !strings.Contains(c, "Path=/video/hls/") {
+		t.Fatalf("cookie scoped to %q, want the client's /video/hls/", c)
+	}
+	landed := p.tokenized("/video/hls/index.m3u8", "alice")
+	if !strings.HasPrefix(landed, "/video/hls/"+PathTokenPrefix) {
+		t.Fatalf("the player landed on %s", landed)
+	}
+	seg := strings.Replace(landed, "index.m3u8", "seg00.ts", 1)
+	if r, _ := p.do(http.MethodGet, seg, "alice"); r.StatusCode != http.StatusOK {
+		t.Fatalf("segment behind handle_path: %s", r.Status)
+	}
+
+	// A CORS preflight of a tokenized URL reaches the origin without the
+	// token; a path with two tokens is refused.
+	if r, _ := p.do(http.MethodOptions, seg, "", "Origin", "https://player.example", "Access-Control-Request-Method", "GET"); r.StatusCode != http.StatusOK {
+		t.Fatalf("preflight: %s", r.Status)
+	}
+	id := strings.TrimPrefix(strings.Split(landed, "/")[3], PathTokenPrefix)
+	if r, body := p.do(http.MethodGet, "/video/hls/"+PathTokenPrefix+id+"/"+PathTokenPrefix+"zzzz/seg00.ts", "alice"); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("two tokens: %s %s", r.Status, body)
+	}
+	for _, path := range p.origin.paths() {
+		if strings.Contains(path, "~sl") {
+			t.Fatalf("the origin saw a token: %s", path)
+		}
+	}
+
+	// A stale or foreign cookie does not break a segment request: it is a
+	// start like any other (here: at the limit).
+	req, _ = http.NewRequest(http.MethodGet, p.url("/video/hls/seg01.ts"), nil)
+	req.Header.Set("X-User-Id", "bob")
+	req.AddCookie(&http.Cookie{Name: StreamIDCookie, Value: id})
+	resp, err = (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect {
+		t.Fatalf("segment with another user's cookie: %v %v, want a fresh start (307)", err, resp)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -20,11 +21,15 @@ import (
 
 func init() {
 	caddy.RegisterModule(RedisStore{})
-	// go-redis prints every failed dial to stderr; during an outage that is
-	// a flood. The handler already logs store failures, so its chatter goes
-	// to Caddy's log at debug level.
-	redis.SetLogger(redisLogger{})
 }
+
+// quietRedisLog routes go-redis's own log to Caddy's at debug level: it
+// prints every failed dial to stderr, a flood during an outage that the
+// handler already logs once, sampled. go-redis has only a process-wide
+// logger (redis.SetLogger; no per-client option), so it is set once, and
+// only when a config uses this store, not in init: a binary that merely
+// includes the plugin keeps go-redis's default for other plugins.
+var quietRedisLog sync.Once
 
 type redisLogger struct{}
 
@@ -102,6 +107,7 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 
 // Provision expands placeholders and sets defaults.
 func (r *RedisStore) Provision(caddy.Context) error {
+	quietRedisLog.Do(func() { redis.SetLogger(redisLogger{}) })
 	repl := caddy.NewReplacer()
 	expand := func(s *string) { *s = repl.ReplaceAll(*s, "") }
 	for i := range r.Addresses {
@@ -271,104 +277,126 @@ func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store's name
 	r.Addresses = append(r.Addresses, d.RemainingArgs()...)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		switch opt {
-		case "address", "addresses":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("store redis: %s: want host:port", opt)
-			}
-			r.Addresses = append(r.Addresses, args...)
-		case "cluster":
-			if d.NextArg() {
-				return d.Errf("store redis: cluster: takes no argument, got %q", d.Val())
-			}
-			r.Cluster = true
-		case "tls":
-			if d.NextArg() {
-				return d.Errf("store redis: tls: takes a block, not %q", d.Val())
-			}
-			r.TLS = new(RedisTLS)
-			for tn := d.Nesting(); d.NextBlock(tn); {
-				topt := d.Val()
-				if topt == "insecure_skip_verify" {
-					r.TLS.InsecureSkipVerify = true
-					continue
-				}
-				var val string
-				if !d.Args(&val) || d.NextArg() {
-					return d.Errf("store redis: tls %s: want one value", topt)
-				}
-				switch topt {
-				case "server_name":
-					r.TLS.ServerName = val
-				case "ca":
-					r.TLS.CA = val
-				case "cert":
-					r.TLS.Cert = val
-				case "key":
-					r.TLS.Key = val
-				default:
-					return d.Errf("store redis: tls: unrecognized option %q", topt)
-				}
-			}
-		default:
-			var val string
-			if !d.Args(&val) || d.NextArg() {
-				if !isRedisOption(opt) {
-					return d.Errf("store redis: unrecognized option %q", opt)
-				}
-				return d.Errf("store redis: %s: want one value", opt)
-			}
-			if err := r.setOption(d, opt, val); err != nil {
-				return err
-			}
+		set, ok := redisOptions[d.Val()]
+		if !ok {
+			return d.Errf("store redis: unrecognized option %q", d.Val())
+		}
+		if err := set(r, d); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func isRedisOption(opt string) bool {
-	switch opt {
-	case "username", "password", "db", "master_name", "sentinel_username", "sentinel_password", "key_prefix", "timeout", "pool_size":
-		return true
-	}
-	return false
-}
-
-func (r *RedisStore) setOption(d *caddyfile.Dispenser, opt, val string) error {
-	var err error
-	switch opt {
-	case "username":
-		r.Username = val
-	case "password":
-		r.Password = val
-	case "db":
-		r.DB, err = strconv.Atoi(val)
-	case "master_name":
-		r.MasterName = val
-	case "sentinel_username":
-		r.SentinelUsername = val
-	case "sentinel_password":
-		r.SentinelPassword = val
-	case "key_prefix":
-		r.KeyPrefix = val
-	case "timeout":
-		var dur time.Duration
-		dur, err = caddy.ParseDuration(val)
-		if err == nil && dur <= 0 {
-			err = fmt.Errorf("must be positive")
+// redisOptions are the Caddyfile options of the Redis store, each reading
+// its arguments from the dispenser: the one list of their names. They only
+// parse; Validate checks the values.
+var redisOptions = map[string]func(r *RedisStore, d *caddyfile.Dispenser) error{
+	"address":           addressOption,
+	"addresses":         addressOption,
+	"username":          redisText(func(r *RedisStore) *string { return &r.Username }),
+	"password":          redisText(func(r *RedisStore) *string { return &r.Password }),
+	"master_name":       redisText(func(r *RedisStore) *string { return &r.MasterName }),
+	"sentinel_username": redisText(func(r *RedisStore) *string { return &r.SentinelUsername }),
+	"sentinel_password": redisText(func(r *RedisStore) *string { return &r.SentinelPassword }),
+	"key_prefix":        redisText(func(r *RedisStore) *string { return &r.KeyPrefix }),
+	"db":                redisNumber(func(r *RedisStore) *int { return &r.DB }),
+	"pool_size":         redisNumber(func(r *RedisStore) *int { return &r.PoolSize }),
+	"timeout": func(r *RedisStore, d *caddyfile.Dispenser) error {
+		v, err := redisValue(d)
+		if err != nil {
+			return err
+		}
+		dur, err := caddy.ParseDuration(v)
+		if err != nil {
+			return d.Errf("store redis: timeout: %v", err)
+		}
+		if dur <= 0 {
+			// In JSON 0 is the default: it cannot be written here either.
+			return d.Errf("store redis: timeout: %v would read as the default; want a positive duration", dur)
 		}
 		r.Timeout = caddy.Duration(dur)
-	case "pool_size":
-		r.PoolSize, err = strconv.Atoi(val)
-	default:
-		return d.Errf("store redis: unrecognized option %q", opt)
+		return nil
+	},
+	"cluster": func(r *RedisStore, d *caddyfile.Dispenser) error {
+		if d.NextArg() {
+			return d.Errf("store redis: cluster: takes no argument, got %q", d.Val())
+		}
+		r.Cluster = true
+		return nil
+	},
+	"tls": func(r *RedisStore, d *caddyfile.Dispenser) error {
+		if d.NextArg() {
+			return d.Errf("store redis: tls: takes a block, not %q", d.Val())
+		}
+		r.TLS = new(RedisTLS)
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			opt := d.Val()
+			if opt == "insecure_skip_verify" {
+				r.TLS.InsecureSkipVerify = true
+				continue
+			}
+			var field *string
+			switch opt {
+			case "server_name":
+				field = &r.TLS.ServerName
+			case "ca":
+				field = &r.TLS.CA
+			case "cert":
+				field = &r.TLS.Cert
+			case "key":
+				field = &r.TLS.Key
+			default:
+				return d.Errf("store redis: tls: unrecognized option %q", opt)
+			}
+			if !d.Args(field) || d.NextArg() {
+				return d.Errf("store redis: tls %s: want one value", opt)
+			}
+		}
+		return nil
+	},
+}
+
+func addressOption(r *RedisStore, d *caddyfile.Dispenser) error {
+	name := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("store redis: %s: want host:port", name)
 	}
-	if err != nil {
-		return d.Errf("store redis: %s: %v", opt, err)
-	}
+	r.Addresses = append(r.Addresses, args...)
 	return nil
+}
+
+func redisText(field func(*RedisStore) *string) func(*RedisStore, *caddyfile.Dispenser) error {
+	return func(r *RedisStore, d *caddyfile.Dispenser) error {
+		v, err := redisValue(d)
+		*field(r) = v
+		return err
+	}
+}
+
+func redisNumber(field func(*RedisStore) *int) func(*RedisStore, *caddyfile.Dispenser) error {
+	return func(r *RedisStore, d *caddyfile.Dispenser) error {
+		name := d.Val()
+		v, err := redisValue(d)
+		if err != nil {
+			return err
+		}
+		if *field(r), err = strconv.Atoi(v); err != nil {
+			return d.Errf("store redis: %s: %q is not a number", name, v)
+		}
+		return nil
+	}
+}
+
+// redisValue reads the single value of the option d is on.
+func redisValue(d *caddyfile.Dispenser) (string, error) {
+	name := d.Val()
+	var v string
+	if !d.Args(&v) || d.NextArg() {
+		return "", d.Errf("store redis: %s: want one value", name)
+	}
+	return v, nil
 }
 
 // Interface guards.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
+	"github.com/streamlimit/caddy-streamlimit/lease"
 )
 
 func redisSite(addr, extra string) string {
@@ -223,5 +224,81 @@ func TestRedisCaddyfileOptions(t *testing.T) {
 		if err := validateConfig(t, cfg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error containing %q", c.json, err, c.want)
 		}
+	}
+}
+
+// TestStreamContinuedThroughAnOutageKeepsItsUserLimit: a stream that an
+// instance first sees while the store is down (it cannot check the id, so
+// on_store_error allow serves it) is held to its user's own limit when its
+// keepalive puts the lease back, not to the default. Here the user's limit
+// is 1: once Redis is back (empty), one of the user's two streams served
+// meanwhile gets the slot and the other is cut.
+func TestStreamContinuedThroughAnOutageKeepsItsUserLimit(t *testing.T) {
+	srv := redistest.Start(t)
+	site := func(timeout string) string {
+		return fmt.Sprintf(`
+	route /l/* {
+		stream_limit {
+			zone outage
+			mode session
+			limit 1
+			lease 2s
+			list_path /l/streams
+			store redis {
+				address %s
+				timeout %s
+			}
+		}
+		reverse_proxy {upstream}
+	}`, srv.Addr, timeout)
+	}
+	p := startCaddy(t, site("300ms"))
+	earlier := p.start("/l/index.m3u8", "gina")
+	srv.Kill()
+	// A store config that differs only in its timeout is another zone
+	// here, one that has never read the id secret: as an instance that
+	// started during the outage.
+	p.reload(site("250ms"))
+	continued := p.open("/l/slow/a.ts", "gina", StreamIDHeader, earlier)
+	started := p.open("/l/slow/b.ts", "gina")
+	for _, s := range []*liveStream{continued, started} {
+		if s.resp.StatusCode != http.StatusOK {
+			t.Fatalf("during the outage (allow): %s", s.resp.Status)
+		}
+	}
+	// Which stream's keepalive reaches Redis first is up to timing; the
+	// terms each will renew with are not.
+	zones.Range(func(k, v any) bool {
+		if z := v.(*zone); z.name == "outage" && z.storeTimeout == 250*time.Millisecond {
+			ls := z.lookup(streamRef{lease.Key{Zone: "outage", User: "gina"}, earlier})
+			if ls == nil {
+				t.Fatal("the continued stream has no local state")
+			}
+			ls.mu.Lock()
+			limit := ls.terms.limit
+			ls.mu.Unlock()
+			if limit != 1 {
+				t.Fatalf("the continued stream will renew under limit %d, want the user's 1", limit)
+			}
+		}
+		return true
+	})
+	srv.Restart(t)
+	cut := 0
+	eventually(t, "one of the two streams is cut once Redis is back", func() bool {
+		for _, s := range []*liveStream{continued, started} {
+			select {
+			case <-s.done:
+				cut++
+			default:
+			}
+		}
+		return cut > 0
+	})
+	if cut != 1 {
+		t.Fatalf("%d of the user's 2 streams were cut, want 1 (limit 1)", cut)
+	}
+	if l := p.listed("/l/streams", "gina"); len(l) != 1 {
+		t.Fatalf("after the outage the user holds %d streams, want 1 (limit 1)", len(l))
 	}
 }

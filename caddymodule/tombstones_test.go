@@ -79,18 +79,17 @@ func TestLocalRevokedStreamsAreBounded(t *testing.T) {
 	if err := initMetrics(prometheus.NewRegistry()); err != nil {
 		t.Fatal(err)
 	}
-	z, err := loadZone("bounded", "memory", MemoryStore{}.Open)
+	z, err := loadZone("bounded", MemoryStore{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer zones.Delete(zoneKey{"bounded", "memory"})
 	key := lease.Key{Zone: "bounded", User: "flooder"}
 	busy := streamRef{key, lease.NewID(lease.NewSecret(), key)}
-	h := &Handler{Lease: 30_000_000_000}
-	_, f, _ := z.enter(busy, flight{handler: h, limit: 3, cancel: func(error) {}})
-	z.revoked(busy, time.Minute)
+	_, req, _ := z.enter(busy, streamTerms{ttl: 30 * time.Second, limit: 3, session: true}, true, func(error) {})
+	z.markRevoked(busy, time.Minute)
 	for range 3 * maxLocalRevoked {
-		z.revoked(streamRef{key, lease.NewID(lease.NewSecret(), key)}, time.Minute)
+		z.markRevoked(streamRef{key, lease.NewID(lease.NewSecret(), key)}, time.Minute)
 	}
 	z.mu.Lock()
 	n, kept := len(z.streams), z.streams[busy] != nil
@@ -101,7 +100,7 @@ func TestLocalRevokedStreamsAreBounded(t *testing.T) {
 	if !kept {
 		t.Fatal("a revoked stream with a request in flight was forgotten")
 	}
-	z.lookup(busy).leave(f)
+	z.lookup(busy).leave(req)
 }
 
 // TestFullRedisAppliesTheStoreErrorPolicy: a Redis out of memory (maxmemory

@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"hash"
+	"strings"
 	"sync"
 )
 
@@ -91,4 +92,32 @@ func formatUUID(u [16]byte) string {
 		out = append(out, hex[b>>4], hex[b&0x0f])
 	}
 	return string(out)
+}
+
+// CanonicalID returns id in the one form the stores keep and give back: a
+// hyphenated UUID in lower case. Upper-case hex is accepted and lowered;
+// anything else is not an id (ok false). It allocates only to lower.
+func CanonicalID(id string) (canonical string, ok bool) {
+	if len(id) != 36 {
+		return "", false
+	}
+	lower := true
+	for i := range len(id) {
+		c := id[i]
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return "", false
+			}
+		case '0' <= c && c <= '9' || 'a' <= c && c <= 'f':
+		case 'A' <= c && c <= 'F':
+			lower = false
+		default:
+			return "", false
+		}
+	}
+	if lower {
+		return id, true
+	}
+	return strings.ToLower(id), true
 }

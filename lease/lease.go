@@ -154,11 +154,10 @@ func validateKey(key Key) error {
 // parseID checks that a stream id is a UUID in canonical form (lower-case,
 // hyphenated), the one form both stores keep and give back alike.
 func parseID(id string) (uuid.UUID, error) {
-	u, err := uuid.Parse(id)
-	if err != nil || len(id) != 36 || u.String() != id {
+	if c, ok := CanonicalID(id); !ok || c != id {
 		return uuid.UUID{}, fmt.Errorf("%w: stream id %q is not a canonical UUID", ErrBadRequest, id)
 	}
-	return u, nil
+	return uuid.Parse(id)
 }
 
 func sortByStart(leases []Lease) {

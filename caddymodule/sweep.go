@@ -1,0 +1,43 @@
+package caddymodule
+
+import (
+	"time"
+
+	"github.com/streamlimit/caddy-streamlimit/lease"
+)
+
+// forgetIdleEvery drops local state of streams with no request in flight
+// whose lease the store has surely dropped or another process renews: the
+// next request of such a stream simply asks the store again. It also sets
+// the active-streams gauge.
+func (z *zone) forgetIdleEvery(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-z.stop:
+			return
+		case <-t.C:
+			now := now()
+			active := 0
+			z.mu.Lock()
+			for ref, ls := range z.streams {
+				ls.mu.Lock()
+				keep := ls.terms.ttl
+				if ls.revoked {
+					keep = lease.TombstoneTTL(ls.terms.ttl)
+				}
+				idle := len(ls.requests) == 0 && now.Sub(ls.confirmed) > keep
+				if !ls.revoked && (len(ls.requests) > 0 || now.Sub(ls.confirmed) <= ls.terms.ttl) {
+					active++
+				}
+				ls.mu.Unlock()
+				if idle {
+					delete(z.streams, ref)
+				}
+			}
+			z.mu.Unlock()
+			metrics.active.WithLabelValues(z.name).Set(float64(active))
+		}
+	}
+}
