@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -51,68 +50,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	seen := make(map[string]bool)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		name := d.Val()
-		set, ok := handlerOptions[name]
-		if !ok {
-			return d.Errf("stream_limit: unrecognized option %q", name)
-		}
-		if seen[name] {
-			return d.Errf("stream_limit: option %s given twice", name)
-		}
-		seen[name] = true
-		if err := set(h, d); err != nil {
-			return err
-		}
-	}
-	return nil
+	return parseBlock(d, h, handlerOptions, "", true)
 }
 
-// handlerOptions are the Caddyfile options of stream_limit, each reading
-// its arguments from the dispenser: the one list of their names.
-var handlerOptions = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
-	"key":            textOption(func(h *Handler) *string { return &h.Key }),
-	"mode":           textOption(func(h *Handler) *string { return &h.Mode }),
-	"zone":           textOption(func(h *Handler) *string { return &h.Zone }),
-	"on_limit":       textOption(func(h *Handler) *string { return &h.OnLimit }),
-	"on_store_error": textOption(func(h *Handler) *string { return &h.OnStoreError }),
-	"secret":         textOption(func(h *Handler) *string { return &h.Secret }),
-	"list_path":      textOption(func(h *Handler) *string { return &h.ListPath }),
-	"limit": func(h *Handler, d *caddyfile.Dispenser) error {
-		v, err := oneValue(d)
-		h.Limit = Limit(v)
-		return err
-	},
-	"lease": func(h *Handler, d *caddyfile.Dispenser) error {
-		v, err := oneValue(d)
-		if err != nil {
-			return err
-		}
-		dur, err := caddy.ParseDuration(v)
-		if err != nil {
-			return d.Errf("lease: %v", err)
-		}
-		if dur <= 0 {
-			// In JSON 0 is the default: it cannot be written here either.
-			return d.Errf("lease: %v would read as the default; want a positive duration", dur)
-		}
-		h.Lease = caddy.Duration(dur)
-		return nil
-	},
-	"status": func(h *Handler, d *caddyfile.Dispenser) error {
-		v, err := oneValue(d)
-		if err != nil {
-			return err
-		}
-		if h.Status, err = strconv.Atoi(v); err != nil {
-			return d.Errf("status: %q is not a number", v)
-		}
-		return nil
-	},
-	"dry_run":    flagOption(func(h *Handler) *bool { return &h.DryRun }),
-	"path_token": flagOption(func(h *Handler) *bool { return &h.PathToken }),
-	"log_user":   flagOption(func(h *Handler) *bool { return &h.LogUser }),
+// handlerOptions are the Caddyfile options of stream_limit: the one list
+// of their names.
+var handlerOptions = map[string]option[Handler]{
+	"key":            textOption("", func(h *Handler) *string { return &h.Key }),
+	"mode":           textOption("", func(h *Handler) *string { return &h.Mode }),
+	"zone":           textOption("", func(h *Handler) *string { return &h.Zone }),
+	"on_limit":       textOption("", func(h *Handler) *string { return &h.OnLimit }),
+	"on_store_error": textOption("", func(h *Handler) *string { return &h.OnStoreError }),
+	"secret":         textOption("", func(h *Handler) *string { return &h.Secret }),
+	"list_path":      textOption("", func(h *Handler) *string { return &h.ListPath }),
+	"limit":          textOption("", func(h *Handler) *string { return (*string)(&h.Limit) }),
+	"lease":          durationOption("", func(h *Handler) *caddy.Duration { return &h.Lease }),
+	"status":         numberOption("", func(h *Handler) *int { return &h.Status }),
+	"dry_run":        flagOption("", func(h *Handler) *bool { return &h.DryRun }),
+	"path_token":     flagOption("", func(h *Handler) *bool { return &h.PathToken }),
+	"log_user":       flagOption("", func(h *Handler) *bool { return &h.LogUser }),
 	"store": func(h *Handler, d *caddyfile.Dispenser) error {
 		if !d.NextArg() {
 			return d.Errf("store: want a store name (%s)", strings.Join(storeNames(), " or "))
@@ -125,40 +81,6 @@ var handlerOptions = map[string]func(h *Handler, d *caddyfile.Dispenser) error{
 		h.StoreRaw = caddyconfig.JSONModuleObject(unm, "type", name, nil)
 		return nil
 	},
-}
-
-// textOption is an option with one value, kept as written.
-func textOption(field func(*Handler) *string) func(*Handler, *caddyfile.Dispenser) error {
-	return func(h *Handler, d *caddyfile.Dispenser) error {
-		v, err := oneValue(d)
-		*field(h) = v
-		return err
-	}
-}
-
-// flagOption is an option that takes no value.
-func flagOption(field func(*Handler) *bool) func(*Handler, *caddyfile.Dispenser) error {
-	return func(h *Handler, d *caddyfile.Dispenser) error {
-		name := d.Val()
-		if d.NextArg() {
-			return d.Errf("%s: takes no argument, got %q", name, d.Val())
-		}
-		*field(h) = true
-		return nil
-	}
-}
-
-// oneValue reads the single, non-empty value of the option d is on.
-func oneValue(d *caddyfile.Dispenser) (string, error) {
-	name := d.Val()
-	var v string
-	if !d.Args(&v) || v == "" {
-		return "", d.Errf("%s: want one value", name)
-	}
-	if d.NextArg() {
-		return "", d.Errf("%s: want one value, got another: %q", name, d.Val())
-	}
-	return v, nil
 }
 
 // storeNames lists the store modules registered, in or out of this

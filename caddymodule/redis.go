@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -276,85 +275,41 @@ func (s pooledRedisStore) Close() error {
 func (r *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the store's name
 	r.Addresses = append(r.Addresses, d.RemainingArgs()...)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		set, ok := redisOptions[d.Val()]
-		if !ok {
-			return d.Errf("store redis: unrecognized option %q", d.Val())
-		}
-		if err := set(r, d); err != nil {
-			return err
-		}
-	}
-	return nil
+	return parseBlock(d, r, redisOptions, "store redis: ", false)
 }
 
-// redisOptions are the Caddyfile options of the Redis store, each reading
-// its arguments from the dispenser: the one list of their names. They only
-// parse; Validate checks the values.
-var redisOptions = map[string]func(r *RedisStore, d *caddyfile.Dispenser) error{
+// redisOptions are the Caddyfile options of the Redis store: the one list
+// of their names.
+var redisOptions = map[string]option[RedisStore]{
 	"address":           addressOption,
 	"addresses":         addressOption,
-	"username":          redisText(func(r *RedisStore) *string { return &r.Username }),
-	"password":          redisText(func(r *RedisStore) *string { return &r.Password }),
-	"master_name":       redisText(func(r *RedisStore) *string { return &r.MasterName }),
-	"sentinel_username": redisText(func(r *RedisStore) *string { return &r.SentinelUsername }),
-	"sentinel_password": redisText(func(r *RedisStore) *string { return &r.SentinelPassword }),
-	"key_prefix":        redisText(func(r *RedisStore) *string { return &r.KeyPrefix }),
-	"db":                redisNumber(func(r *RedisStore) *int { return &r.DB }),
-	"pool_size":         redisNumber(func(r *RedisStore) *int { return &r.PoolSize }),
-	"timeout": func(r *RedisStore, d *caddyfile.Dispenser) error {
-		v, err := redisValue(d)
-		if err != nil {
-			return err
-		}
-		dur, err := caddy.ParseDuration(v)
-		if err != nil {
-			return d.Errf("store redis: timeout: %v", err)
-		}
-		if dur <= 0 {
-			// In JSON 0 is the default: it cannot be written here either.
-			return d.Errf("store redis: timeout: %v would read as the default; want a positive duration", dur)
-		}
-		r.Timeout = caddy.Duration(dur)
-		return nil
-	},
-	"cluster": func(r *RedisStore, d *caddyfile.Dispenser) error {
-		if d.NextArg() {
-			return d.Errf("store redis: cluster: takes no argument, got %q", d.Val())
-		}
-		r.Cluster = true
-		return nil
-	},
+	"username":          textOption(redisPrefix, func(r *RedisStore) *string { return &r.Username }),
+	"password":          textOption(redisPrefix, func(r *RedisStore) *string { return &r.Password }),
+	"master_name":       textOption(redisPrefix, func(r *RedisStore) *string { return &r.MasterName }),
+	"sentinel_username": textOption(redisPrefix, func(r *RedisStore) *string { return &r.SentinelUsername }),
+	"sentinel_password": textOption(redisPrefix, func(r *RedisStore) *string { return &r.SentinelPassword }),
+	"key_prefix":        textOption(redisPrefix, func(r *RedisStore) *string { return &r.KeyPrefix }),
+	"db":                numberOption(redisPrefix, func(r *RedisStore) *int { return &r.DB }),
+	"pool_size":         numberOption(redisPrefix, func(r *RedisStore) *int { return &r.PoolSize }),
+	"timeout":           durationOption(redisPrefix, func(r *RedisStore) *caddy.Duration { return &r.Timeout }),
+	"cluster":           flagOption(redisPrefix, func(r *RedisStore) *bool { return &r.Cluster }),
 	"tls": func(r *RedisStore, d *caddyfile.Dispenser) error {
 		if d.NextArg() {
 			return d.Errf("store redis: tls: takes a block, not %q", d.Val())
 		}
 		r.TLS = new(RedisTLS)
-		for nesting := d.Nesting(); d.NextBlock(nesting); {
-			opt := d.Val()
-			if opt == "insecure_skip_verify" {
-				r.TLS.InsecureSkipVerify = true
-				continue
-			}
-			var field *string
-			switch opt {
-			case "server_name":
-				field = &r.TLS.ServerName
-			case "ca":
-				field = &r.TLS.CA
-			case "cert":
-				field = &r.TLS.Cert
-			case "key":
-				field = &r.TLS.Key
-			default:
-				return d.Errf("store redis: tls: unrecognized option %q", opt)
-			}
-			if !d.Args(field) || d.NextArg() {
-				return d.Errf("store redis: tls %s: want one value", opt)
-			}
-		}
-		return nil
+		return parseBlock(d, r.TLS, redisTLSOptions, "store redis: tls: ", false)
 	},
+}
+
+const redisPrefix = "store redis: "
+
+var redisTLSOptions = map[string]option[RedisTLS]{
+	"server_name":          textOption("store redis: tls: ", func(t *RedisTLS) *string { return &t.ServerName }),
+	"ca":                   textOption("store redis: tls: ", func(t *RedisTLS) *string { return &t.CA }),
+	"cert":                 textOption("store redis: tls: ", func(t *RedisTLS) *string { return &t.Cert }),
+	"key":                  textOption("store redis: tls: ", func(t *RedisTLS) *string { return &t.Key }),
+	"insecure_skip_verify": flagOption("store redis: tls: ", func(t *RedisTLS) *bool { return &t.InsecureSkipVerify }),
 }
 
 func addressOption(r *RedisStore, d *caddyfile.Dispenser) error {
@@ -365,38 +320,6 @@ func addressOption(r *RedisStore, d *caddyfile.Dispenser) error {
 	}
 	r.Addresses = append(r.Addresses, args...)
 	return nil
-}
-
-func redisText(field func(*RedisStore) *string) func(*RedisStore, *caddyfile.Dispenser) error {
-	return func(r *RedisStore, d *caddyfile.Dispenser) error {
-		v, err := redisValue(d)
-		*field(r) = v
-		return err
-	}
-}
-
-func redisNumber(field func(*RedisStore) *int) func(*RedisStore, *caddyfile.Dispenser) error {
-	return func(r *RedisStore, d *caddyfile.Dispenser) error {
-		name := d.Val()
-		v, err := redisValue(d)
-		if err != nil {
-			return err
-		}
-		if *field(r), err = strconv.Atoi(v); err != nil {
-			return d.Errf("store redis: %s: %q is not a number", name, v)
-		}
-		return nil
-	}
-}
-
-// redisValue reads the single value of the option d is on.
-func redisValue(d *caddyfile.Dispenser) (string, error) {
-	name := d.Val()
-	var v string
-	if !d.Args(&v) || d.NextArg() {
-		return "", d.Errf("store redis: %s: want one value", name)
-	}
-	return v, nil
 }
 
 // Interface guards.
