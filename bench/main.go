@@ -205,7 +205,7 @@ func storeVersusRedisBenchmark(addr string) {
 	// A fresh user per call (__rand_int__), a fresh 16-byte id, limit 3.
 	out, err := exec.Command("redis-benchmark", "-h", host, "-p", port, "-c", "50", "-n", "200000", "-r", "100000000", "-q",
 		"EVALSHA", sha, "3", "bench:{__rand_int__}:l", "bench:{__rand_int__}:t", "bench:{__rand_int__}:o",
-		"0000__rand_int__", "60000", "3", "0", "600000", "0").CombinedOutput()
+		"0000__rand_int__", "60000", "3", "0", "600000", "64").CombinedOutput()
 	if err != nil {
 		log.Fatalf("redis-benchmark: %v\n%s", err, out)
 	}

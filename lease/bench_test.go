@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,15 +19,10 @@ import (
 // Each reports its time per operation; BenchmarkRedisPing is the floor, one
 // network round trip in the same run, to read the others against.
 
-func benchRedis(b *testing.B) (*redistest.Server, redis.UniversalClient) {
-	srv := redistest.Start(b)
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	b.Cleanup(func() { client.Close() })
-	return srv, client
-}
+func benchRedis(b *testing.B) *redis.Client { return redistest.Start(b).Client(b) }
 
 func BenchmarkRedisPing(b *testing.B) {
-	_, client := benchRedis(b)
+	client := benchRedis(b)
 	ctx := context.Background()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -47,8 +41,7 @@ func benchStores(b *testing.B, fn func(b *testing.B, s Store)) {
 		fn(b, s)
 	})
 	b.Run("redis", func(b *testing.B) {
-		_, client := benchRedis(b)
-		s, _ := NewRedisStore(client, RedisOptions{})
+		s, _ := NewRedisStore(benchRedis(b), RedisOptions{})
 		fn(b, s)
 	})
 }
@@ -102,44 +95,30 @@ func BenchmarkRenew(b *testing.B) {
 // BenchmarkRedisMemoryPerLease fills Redis with 100k users holding 3
 // leases each and reports Redis's used_memory growth per lease.
 func BenchmarkRedisMemoryPerLease(b *testing.B) {
-	srv, client := benchRedis(b)
+	client := benchRedis(b)
 	ctx := context.Background()
 	const users, perUser = 100_000, 3
-	used := func() int64 {
-		info, err := srv.Do("INFO", "memory")
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, line := range strings.Split(info, "\r\n") {
-			if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				return n
-			}
-		}
-		b.Fatal("no used_memory in INFO")
-		return 0
-	}
 	s, _ := NewRedisStore(client, RedisOptions{})
 	if err := scriptAcquire.Load(ctx, client).Err(); err != nil {
 		b.Fatal(err)
 	}
 	for range b.N {
 		client.FlushAll(ctx)
-		before := used()
+		before := usedMemory(b, client)
 		for start := 0; start < users; start += 1000 {
 			pipe := client.Pipeline()
 			for u := start; u < start+1000; u++ {
 				for range perUser {
 					id, _ := packID(uuid.NewString())
 					scriptAcquire.EvalSha(ctx, pipe, s.keys(Key{"default", fmt.Sprintf("user-%d", u)}),
-						id, time.Hour.Milliseconds(), perUser, 0, TombstoneTTL(time.Hour).Milliseconds(), 0, MaxTombstones)
+						acquireArgs(id, AcquireRequest{Limit: perUser, TTL: time.Hour})...)
 				}
 			}
 			if _, err := pipe.Exec(ctx); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(used()-before)/(users*perUser), "bytes/lease")
+		b.ReportMetric(float64(usedMemory(b, client)-before)/(users*perUser), "bytes/lease")
 	}
 }
 
@@ -178,8 +157,7 @@ func BenchmarkAdmissionAtScale(b *testing.B) {
 			benchAdmit(b, s)
 		})
 		b.Run("redis/"+name, func(b *testing.B) {
-			srv, client := benchRedis(b)
-			_ = srv
+			client := benchRedis(b)
 			s, _ := NewRedisStore(client, RedisOptions{})
 			fillRedis(b, client, s, live)
 			benchAdmit(b, s)
@@ -216,7 +194,7 @@ func fillRedis(b *testing.B, client redis.UniversalClient, s *RedisStore, live i
 		for i := start; i < min(start+3000, live); i++ {
 			id, _ := packID(uuid.NewString())
 			scriptAcquire.EvalSha(ctx, pipe, s.keys(Key{"default", "filler-" + strconv.Itoa(i/3)}),
-				id, time.Hour.Milliseconds(), 3, 0, TombstoneTTL(time.Hour).Milliseconds(), 0, MaxTombstones)
+				acquireArgs(id, AcquireRequest{Limit: 3, TTL: time.Hour})...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			b.Fatal(err)
