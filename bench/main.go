@@ -26,11 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
-	"github.com/streamlimit/caddy-streamlimit/lease"
 )
 
 var (
@@ -183,70 +179,6 @@ func main() {
 		r := res[t]
 		fmt.Printf("| %s | %.0f | %.3fx | %v | %v |\n", t.name, r.rps, r.rps/base.rps, r.p50, r.p99)
 	}
-	fmt.Println()
-
-	storeVersusRedisBenchmark(redisAddr)
-}
-
-// storeVersusRedisBenchmark compares the Redis store's acquire+release
-// (two scripts) from 50 goroutines with what redis-benchmark, 50 clients,
-// gets from EVALSHA of the acquire script alone, in the same run.
-func storeVersusRedisBenchmark(addr string) {
-	fmt.Println("## Store level: Redis acquire+release vs redis-benchmark EVALSHA of the acquire script")
-	fmt.Println()
-	client := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
-	defer client.Close()
-	ctx := context.Background()
-	sha, err := lease.LoadAcquireScript(ctx, client)
-	if err != nil {
-		log.Fatal(err)
-	}
-	host, port, _ := net.SplitHostPort(addr)
-	// A fresh user per call (__rand_int__), a fresh 16-byte id, limit 3.
-	out, err := exec.Command("redis-benchmark", "-h", host, "-p", port, "-c", "50", "-n", "200000", "-r", "100000000", "-q",
-		"EVALSHA", sha, "3", "bench:{__rand_int__}:l", "bench:{__rand_int__}:t", "bench:{__rand_int__}:o",
-		"0000__rand_int__", "60000", "3", "0", "600000", "64").CombinedOutput()
-	if err != nil {
-		log.Fatalf("redis-benchmark: %v\n%s", err, out)
-	}
-	var rb float64
-	for _, line := range strings.Split(strings.ReplaceAll(string(out), "\r", "\n"), "\n") {
-		if before, _, ok := strings.Cut(line, " requests per second"); ok {
-			f := strings.Fields(before)
-			rb, _ = strconv.ParseFloat(f[len(f)-1], 64)
-		}
-	}
-	if rb == 0 {
-		log.Fatalf("no rate in redis-benchmark's output:\n%s", out)
-	}
-	store, _ := lease.NewRedisStore(client, lease.RedisOptions{KeyPrefix: "bench2:"})
-	var n atomic.Int64
-	deadline := time.Now().Add(*duration)
-	var wg sync.WaitGroup
-	began := time.Now()
-	for w := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; time.Now().Before(deadline); i++ {
-				key := lease.Key{Zone: "bench", User: fmt.Sprintf("u%d-%d", w, i)}
-				id := uuid.NewString()
-				if _, err := store.Acquire(ctx, lease.AcquireRequest{Key: key, ID: id, Limit: 3, TTL: time.Minute}); err != nil {
-					log.Fatal(err)
-				}
-				if err := store.Release(ctx, key, id); err != nil {
-					log.Fatal(err)
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	ours := float64(n.Load()) / time.Since(began).Seconds()
-	fmt.Println("| what | per second | ratio |")
-	fmt.Println("|---|---|---|")
-	fmt.Printf("| redis-benchmark EVALSHA acquire.lua, 50 clients | %.0f | 1.000x |\n", rb)
-	fmt.Printf("| lease.RedisStore acquire+release, 50 goroutines | %.0f | %.3fx |\n", ours, ours/rb)
 	fmt.Println()
 }
 

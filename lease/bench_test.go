@@ -3,8 +3,12 @@ package lease
 import (
 	"context"
 	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,6 +93,68 @@ func BenchmarkRenew(b *testing.B) {
 				}
 			}
 		})
+	})
+}
+
+// BenchmarkStoreVersusRedisBenchmark compares the Redis store's acquire
+// and release (two scripts) from 50 goroutines with what redis-benchmark,
+// 50 clients, gets from EVALSHA of the acquire script alone, on the same
+// Redis in the same run: what the store's client side costs, as a ratio.
+//
+//	go test -run '^$' -bench StoreVersusRedisBenchmark -benchtime 8s ./lease/
+func BenchmarkStoreVersusRedisBenchmark(b *testing.B) {
+	if _, err := exec.LookPath("redis-benchmark"); err != nil {
+		b.Skip("redis-benchmark is not installed (make bench-store installs it)")
+	}
+	srv := redistest.Start(b)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
+	b.Cleanup(func() { client.Close() })
+	ctx := context.Background()
+	sha, err := scriptAcquire.Load(ctx, client).Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(srv.Addr)
+	// A fresh user per call (__rand_int__ is 12 digits: the id is 16 bytes).
+	args := []string{"-h", host, "-p", port, "-c", "50", "-n", "200000", "-r", "100000000", "-q",
+		"EVALSHA", sha, "3", "bench:{__rand_int__}:l", "bench:{__rand_int__}:t", "bench:{__rand_int__}:o"}
+	for _, a := range acquireArgs("0000__rand_int__", AcquireRequest{Limit: 3, TTL: time.Minute}) {
+		args = append(args, fmt.Sprint(a))
+	}
+	out, err := exec.Command("redis-benchmark", args...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("redis-benchmark: %v\n%s", err, out)
+	}
+	var theirs float64
+	for _, line := range strings.Split(strings.ReplaceAll(string(out), "\r", "\n"), "\n") {
+		if before, _, ok := strings.Cut(line, " requests per second"); ok {
+			f := strings.Fields(before)
+			theirs, _ = strconv.ParseFloat(f[len(f)-1], 64)
+		}
+	}
+	if theirs == 0 {
+		b.Fatalf("no rate in redis-benchmark's output:\n%s", out)
+	}
+	b.Run("acquire+release", func(b *testing.B) {
+		s, _ := NewRedisStore(client, RedisOptions{KeyPrefix: "bench2:"})
+		b.SetParallelism((50 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		var n atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				k := Key{"bench", "u" + strconv.FormatInt(n.Add(1), 10)}
+				id := uuid.NewString()
+				if _, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id, Limit: 3, TTL: time.Minute}); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Release(ctx, k, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		ours := float64(b.N) / b.Elapsed().Seconds()
+		b.ReportMetric(theirs, "redis-benchmark-evalsha/s")
+		b.ReportMetric(ours, "acquire+release/s")
+		b.ReportMetric(ours/theirs, "ratio")
 	})
 }
 

@@ -36,12 +36,6 @@ var (
 	scriptSecret  = redis.NewScript(luaSecret)
 )
 
-// LoadAcquireScript loads the acquire script into Redis and returns its
-// SHA1, for benchmarks that run it with other clients.
-func LoadAcquireScript(ctx context.Context, client redis.UniversalClient) (string, error) {
-	return scriptAcquire.Load(ctx, client).Result()
-}
-
 // DefaultKeyPrefix starts every key the Redis store writes.
 const DefaultKeyPrefix = "streamlimit:"
 
