@@ -86,11 +86,10 @@ func Trickle(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Hits counts the requests for path so far.
-func (o *Origin) Hits(path string) int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.hits[path]
+// Hits counts the requests so far whose path starts with prefix ("" for
+// all).
+func (o *Origin) Hits(prefix string) int {
+	return o.sum(o.hits, prefix)
 }
 
 // Paths lists every path asked for so far, sorted.
@@ -108,10 +107,14 @@ func (o *Origin) Paths() []string {
 // Serving counts the requests being served whose path starts with prefix
 // ("" for all).
 func (o *Origin) Serving(prefix string) int {
+	return o.sum(o.serving, prefix)
+}
+
+func (o *Origin) sum(counts map[string]int, prefix string) int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	n := 0
-	for p, c := range o.serving {
+	for p, c := range counts {
 		if strings.HasPrefix(p, prefix) {
 			n += c
 		}

@@ -52,7 +52,7 @@ func TestBooks(t *testing.T) {
 	if end := o.LastEnd("/v/t1/"); end.Before(left) {
 		t.Fatalf("LastEnd = %v, before the client left at %v", end, left)
 	}
-	if o.Hits("/v/t1/slow/x.ts") != 1 || o.Hits("/plain/a.m3u8") != 1 || o.Hits("/other") != 0 {
+	if o.Hits("/v/t1/slow/x.ts") != 1 || o.Hits("/plain/") != 1 || o.Hits("") != 2 || o.Hits("/other") != 0 {
 		t.Fatalf("hits: %v", o.Paths())
 	}
 	if p := o.Paths(); len(p) != 2 || p[0] != "/plain/a.m3u8" || p[1] != "/v/t1/slow/x.ts" {
