@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -26,11 +27,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
-	"github.com/streamlimit/caddy-streamlimit/lease"
+	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
 
 var (
@@ -51,13 +51,28 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
+	store, err := redistest.Launch(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Kill()
+	targets := startTargets(dir, startOrigin(), store.Addr)
+	defer func() {
+		for _, t := range targets {
+			t.stop()
+		}
+	}()
 
-	origin := startOrigin()
-	redisAddr, stopRedis := startRedis(dir)
-	defer stopRedis()
+	fmt.Printf("# make bench: %d workers, %v per measurement, %d users x 3 streams, GOMAXPROCS=%s, %s\n\n",
+		*workers, *duration, *users, os.Getenv("GOMAXPROCS"), time.Now().UTC().Format(time.RFC3339))
+	steadyPlayback(targets)
+	churn(targets)
+	denialStorm(targets)
+}
 
-	site := func(store string) string {
-		return fmt.Sprintf(`
+// limitedSite is the site of the stream_limit targets: %[1]s is the store
+// block, %[2]s the origin.
+const limitedSite = `
 	route /s/* {
 		stream_limit {
 			mode session
@@ -81,28 +96,28 @@ func main() {
 			%[1]s
 		}
 		reverse_proxy %[2]s
-	}`, store, origin)
-	}
+	}`
+
+// startTargets starts the Caddys under test, plain reverse_proxy first.
+func startTargets(dir, origin, redisAddr string) []*target {
 	targets := []*target{
 		{name: "plain reverse_proxy", site: "\treverse_proxy " + origin},
-		{name: "stream_limit, memory", site: site("")},
-		{name: "stream_limit, redis", site: site("store redis {\n\t\t\t\taddress " + redisAddr + "\n\t\t\t}"), redis: redisAddr},
+		{name: "stream_limit, memory", site: fmt.Sprintf(limitedSite, "", origin)},
+		{
+			name:  "stream_limit, redis",
+			site:  fmt.Sprintf(limitedSite, "store redis {\n\t\t\t\taddress "+redisAddr+"\n\t\t\t}", origin),
+			redis: redis.NewClient(&redis.Options{Addr: redisAddr}),
+		},
 	}
 	for _, t := range targets {
 		t.start(dir)
-		defer t.stop()
 	}
-	plain := targets[0]
+	return targets
+}
 
-	fmt.Printf("# make bench: %d workers, %v per measurement, %d users x 3 streams, GOMAXPROCS=%s, %s\n\n",
-		*workers, *duration, *users, os.Getenv("GOMAXPROCS"), time.Now().UTC().Format(time.RFC3339))
-
-	// (a) steady playback: every request continues one of users x 3 live
-	// session streams and fetches a 16 KiB segment.
-	fmt.Println("## (a) steady playback: 16 KiB segments of live session streams")
-	fmt.Println()
-	fmt.Println("| target | req/s | vs plain | p50 | p99 | p99 added | store calls per request |")
-	fmt.Println("|---|---|---|---|---|---|---|")
+// steadyPlayback is scenario (a): every request continues one of users x 3
+// live session streams and fetches a 16 KiB segment.
+func steadyPlayback(targets []*target) {
 	ids := map[*target][]string{}
 	for _, t := range targets {
 		ids[t] = t.startStreams(*users, 3)
@@ -110,56 +125,50 @@ func main() {
 	res := measure(targets, func(t *target) (func(*rand.Rand) *http.Request, int) {
 		return steady(t, ids[t]), http.StatusOK
 	})
-	base := res[plain]
-	// Store calls per request in steady playback: the Redis target alone,
-	// for long enough that every stream is renewed on its own schedule
-	// (interleaved rounds leave streams idle between them, so each round
-	// would start with a renewal of every stream).
-	redisTarget := targets[2]
-	load(steady(redisTarget, ids[redisTarget]), http.StatusOK) // every stream renewed once
-	before := redisTarget.redisCalls()
+	// Store calls per request: the Redis target alone, for long enough
+	// that every stream is renewed on its own schedule (interleaved rounds
+	// leave streams idle between them, so each round would start with a
+	// renewal of every stream).
+	withRedis := targets[slices.IndexFunc(targets, func(t *target) bool { return t.redis != nil })]
+	load(steady(withRedis, ids[withRedis]), http.StatusOK) // every stream renewed once
+	before := withRedis.redisCalls()
 	long := *duration * 4
-	steadyRun := loadFor(long, steady(redisTarget, ids[redisTarget]), http.StatusOK)
-	perReq := float64(redisTarget.redisCalls()-before) / float64(steadyRun.n)
-	for _, t := range targets {
-		r := res[t]
-		calls := "-"
-		if t == redisTarget {
-			calls = fmt.Sprintf("%.4f", perReq)
-		}
-		fmt.Printf("| %s | %.0f | %.3fx | %v | %v | %v | %s |\n", t.name, r.rps, r.rps/base.rps, r.p50, r.p99, r.p99-base.p99, calls)
-	}
-	fmt.Printf("\nStore calls per request: Redis scripts run during %v of steady playback on the Redis target alone, over its %d requests (%.2f requests per stream per second; renewals every 10s).\n",
-		long, steadyRun.n, steadyRun.rps/float64(len(ids[redisTarget])))
-	fmt.Println()
+	run := loadFor(long, steady(withRedis, ids[withRedis]), http.StatusOK)
+	perReq := float64(withRedis.redisCalls()-before) / float64(run.n)
 
-	// (b) churn: every request is a new connection-mode stream: admit,
-	// proxy, release.
-	fmt.Println("## (b) churn: every request a new connection-mode stream")
-	fmt.Println()
-	fmt.Println("| target | req/s | vs plain | p50 | p99 | p99 added |")
-	fmt.Println("|---|---|---|---|---|---|")
-	res = measure(targets, func(t *target) (func(*rand.Rand) *http.Request, int) {
+	base := res[targets[0]]
+	printTable("(a) steady playback: 16 KiB segments of live session streams", targets, res,
+		rate("req/s"), versus("vs plain", base), p50, p99, p99Added(base),
+		column{"store calls per request", func(t *target, _ result) string {
+			if t != withRedis {
+				return "-"
+			}
+			return fmt.Sprintf("%.4f", perReq)
+		}})
+	fmt.Printf("Store calls per request: Redis scripts run during %v of steady playback on the Redis target alone, over its %d requests (%.2f requests per stream per second; renewals every 10s).\n\n",
+		long, run.n, run.rps/float64(len(ids[withRedis])))
+}
+
+// churn is scenario (b): every request is a new connection-mode stream:
+// admit, proxy, release.
+func churn(targets []*target) {
+	res := measure(targets, func(t *target) (func(*rand.Rand) *http.Request, int) {
 		return func(rng *rand.Rand) *http.Request {
 			req, _ := http.NewRequest(http.MethodGet, "http://"+t.addr+"/c/seg.ts", nil)
 			req.Header.Set("X-User-Id", "churn-"+strconv.Itoa(rng.IntN(1_000_000)))
 			return req
 		}, http.StatusOK
 	})
-	base = res[plain]
-	for _, t := range targets {
-		r := res[t]
-		fmt.Printf("| %s | %.0f | %.3fx | %v | %v | %v |\n", t.name, r.rps, r.rps/base.rps, r.p50, r.p99, r.p99-base.p99)
-	}
-	fmt.Println()
+	base := res[targets[0]]
+	printTable("(b) churn: every request a new connection-mode stream", targets, res,
+		rate("req/s"), versus("vs plain", base), p50, p99, p99Added(base))
+}
 
-	// (c) denial storm: users at their limit hammering starts; compared with
-	// plain reverse_proxy proxying the same requests.
-	fmt.Println("## (c) denial storm: users at their limit hammering starts")
-	fmt.Println()
-	fmt.Println("| target | answers/s | vs plain proxying | p50 | p99 |")
-	fmt.Println("|---|---|---|---|---|")
+// denialStorm is scenario (c): users at their limit hammering starts,
+// against plain reverse_proxy proxying the same requests.
+func denialStorm(targets []*target) {
 	const stormUsers = 100
+	plain := targets[0]
 	for _, t := range targets[1:] {
 		for u := range stormUsers {
 			for range 3 {
@@ -167,7 +176,7 @@ func main() {
 			}
 		}
 	}
-	res = measure(targets, func(t *target) (func(*rand.Rand) *http.Request, int) {
+	res := measure(targets, func(t *target) (func(*rand.Rand) *http.Request, int) {
 		want := http.StatusTooManyRequests
 		if t == plain {
 			want = http.StatusOK
@@ -178,75 +187,49 @@ func main() {
 			return req
 		}, want
 	})
-	base = res[plain]
-	for _, t := range targets {
-		r := res[t]
-		fmt.Printf("| %s | %.0f | %.3fx | %v | %v |\n", t.name, r.rps, r.rps/base.rps, r.p50, r.p99)
-	}
-	fmt.Println()
-
-	storeVersusRedisBenchmark(redisAddr)
+	printTable("(c) denial storm: users at their limit hammering starts", targets, res,
+		rate("answers/s"), versus("vs plain proxying", res[plain]), p50, p99)
 }
 
-// storeVersusRedisBenchmark compares the Redis store's acquire+release
-// (two scripts) from 50 goroutines with what redis-benchmark, 50 clients,
-// gets from EVALSHA of the acquire script alone, in the same run.
-func storeVersusRedisBenchmark(addr string) {
-	fmt.Println("## Store level: Redis acquire+release vs redis-benchmark EVALSHA of the acquire script")
-	fmt.Println()
-	client := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
-	defer client.Close()
-	ctx := context.Background()
-	sha, err := lease.LoadAcquireScript(ctx, client)
-	if err != nil {
-		log.Fatal(err)
+// column is one column of a results table: its heading, and its cell for
+// a target and the target's result.
+type column struct {
+	head string
+	cell func(*target, result) string
+}
+
+func rate(head string) column {
+	return column{head, func(_ *target, r result) string { return fmt.Sprintf("%.0f", r.rps) }}
+}
+
+func versus(head string, base result) column {
+	return column{head, func(_ *target, r result) string { return fmt.Sprintf("%.3fx", r.rps/base.rps) }}
+}
+
+var (
+	p50 = column{"p50", func(_ *target, r result) string { return r.p50.String() }}
+	p99 = column{"p99", func(_ *target, r result) string { return r.p99.String() }}
+)
+
+func p99Added(base result) column {
+	return column{"p99 added", func(_ *target, r result) string { return (r.p99 - base.p99).String() }}
+}
+
+// printTable prints a scenario's results as a Markdown table, a row per
+// target.
+func printTable(title string, targets []*target, res map[*target]result, cols ...column) {
+	heads := []string{"target"}
+	for _, c := range cols {
+		heads = append(heads, c.head)
 	}
-	host, port, _ := net.SplitHostPort(addr)
-	// A fresh user per call (__rand_int__), a fresh 16-byte id, limit 3.
-	out, err := exec.Command("redis-benchmark", "-h", host, "-p", port, "-c", "50", "-n", "200000", "-r", "100000000", "-q",
-		"EVALSHA", sha, "3", "bench:{__rand_int__}:l", "bench:{__rand_int__}:t", "bench:{__rand_int__}:o",
-		"0000__rand_int__", "60000", "3", "0", "600000", "0").CombinedOutput()
-	if err != nil {
-		log.Fatalf("redis-benchmark: %v\n%s", err, out)
-	}
-	var rb float64
-	for _, line := range strings.Split(strings.ReplaceAll(string(out), "\r", "\n"), "\n") {
-		if before, _, ok := strings.Cut(line, " requests per second"); ok {
-			f := strings.Fields(before)
-			rb, _ = strconv.ParseFloat(f[len(f)-1], 64)
+	fmt.Printf("## %s\n\n| %s |\n|%s\n", title, strings.Join(heads, " | "), strings.Repeat("---|", len(heads)))
+	for _, t := range targets {
+		cells := []string{t.name}
+		for _, c := range cols {
+			cells = append(cells, c.cell(t, res[t]))
 		}
+		fmt.Printf("| %s |\n", strings.Join(cells, " | "))
 	}
-	if rb == 0 {
-		log.Fatalf("no rate in redis-benchmark's output:\n%s", out)
-	}
-	store, _ := lease.NewRedisStore(client, lease.RedisOptions{KeyPrefix: "bench2:"})
-	var n atomic.Int64
-	deadline := time.Now().Add(*duration)
-	var wg sync.WaitGroup
-	began := time.Now()
-	for w := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; time.Now().Before(deadline); i++ {
-				key := lease.Key{Zone: "bench", User: fmt.Sprintf("u%d-%d", w, i)}
-				id := uuid.NewString()
-				if _, err := store.Acquire(ctx, lease.AcquireRequest{Key: key, ID: id, Limit: 3, TTL: time.Minute}); err != nil {
-					log.Fatal(err)
-				}
-				if err := store.Release(ctx, key, id); err != nil {
-					log.Fatal(err)
-				}
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	ours := float64(n.Load()) / time.Since(began).Seconds()
-	fmt.Println("| what | per second | ratio |")
-	fmt.Println("|---|---|---|")
-	fmt.Printf("| redis-benchmark EVALSHA acquire.lua, 50 clients | %.0f | 1.000x |\n", rb)
-	fmt.Printf("| lease.RedisStore acquire+release, 50 goroutines | %.0f | %.3fx |\n", ours, ours/rb)
 	fmt.Println()
 }
 
@@ -265,8 +248,10 @@ func steady(t *target, ids []string) func(*rand.Rand) *http.Request {
 
 // target is one Caddy under test.
 type target struct {
-	name, site, addr, redis string
-	cmd                     *exec.Cmd
+	name, site, addr string
+	// redis is a client of the target's Redis, if it has one.
+	redis *redis.Client
+	cmd   *exec.Cmd
 }
 
 func freeAddr() string {
@@ -297,6 +282,9 @@ func (t *target) start(dir string) {
 func (t *target) stop() {
 	t.cmd.Process.Kill()
 	t.cmd.Wait()
+	if t.redis != nil {
+		t.redis.Close()
+	}
 }
 
 var setupClient = &http.Client{Timeout: 30 * time.Second}
@@ -335,17 +323,14 @@ func (t *target) startStreams(n, per int) []string {
 	return ids
 }
 
-// redisCalls counts the scripts Redis has run.
+// redisCalls counts the scripts the target's Redis has run.
 func (t *target) redisCalls() int64 {
-	if t.redis == "" {
-		return 0
-	}
-	out, err := exec.Command("redis-cli", "-h", strings.Split(t.redis, ":")[0], "-p", strings.Split(t.redis, ":")[1], "INFO", "commandstats").Output()
+	stats, err := t.redis.Info(context.Background(), "commandstats").Result()
 	if err != nil {
 		log.Fatal(err)
 	}
 	var n int64
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	sc := bufio.NewScanner(strings.NewReader(stats))
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, "cmdstat_evalsha:") || strings.HasPrefix(line, "cmdstat_eval:") {
@@ -359,7 +344,6 @@ func (t *target) redisCalls() int64 {
 
 type result struct {
 	n        int
-	total    int // requests over every round
 	rps      float64
 	p50, p99 time.Duration
 }
@@ -377,14 +361,8 @@ func measure(targets []*target, work func(*target) (func(*rand.Rand) *http.Reque
 	}
 	out := map[*target]result{}
 	for t, rs := range all {
-		total := 0
-		for _, r := range rs {
-			total += r.n
-		}
-		slices.SortFunc(rs, func(a, b result) int { return int(a.rps - b.rps) })
-		m := rs[len(rs)/2]
-		m.total = total
-		out[t] = m
+		slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.rps, b.rps) })
+		out[t] = rs[len(rs)/2]
 	}
 	return out
 }
@@ -457,17 +435,6 @@ func startOrigin() string {
 		w.Write(body)
 	}))
 	return l.Addr().String()
-}
-
-func startRedis(dir string) (string, func()) {
-	addr := freeAddr()
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		log.Fatal("redis-server: ", err)
-	}
-	waitListening(addr)
-	return addr, func() { cmd.Process.Kill(); cmd.Wait() }
 }
 
 func waitListening(addr string) {

@@ -3,6 +3,9 @@ package lease
 import (
 	"context"
 	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,15 +23,10 @@ import (
 // Each reports its time per operation; BenchmarkRedisPing is the floor, one
 // network round trip in the same run, to read the others against.
 
-func benchRedis(b *testing.B) (*redistest.Server, redis.UniversalClient) {
-	srv := redistest.Start(b)
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	b.Cleanup(func() { client.Close() })
-	return srv, client
-}
+func benchRedis(b *testing.B) *redis.Client { return redistest.Start(b).Client(b) }
 
 func BenchmarkRedisPing(b *testing.B) {
-	_, client := benchRedis(b)
+	client := benchRedis(b)
 	ctx := context.Background()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -47,8 +45,7 @@ func benchStores(b *testing.B, fn func(b *testing.B, s Store)) {
 		fn(b, s)
 	})
 	b.Run("redis", func(b *testing.B) {
-		_, client := benchRedis(b)
-		s, _ := NewRedisStore(client, RedisOptions{})
+		s, _ := NewRedisStore(benchRedis(b), RedisOptions{})
 		fn(b, s)
 	})
 }
@@ -99,47 +96,95 @@ func BenchmarkRenew(b *testing.B) {
 	})
 }
 
+// BenchmarkStoreVersusRedisBenchmark compares the Redis store's acquire
+// and release (two scripts) from 50 goroutines with what redis-benchmark,
+// 50 clients, gets from EVALSHA of the acquire script alone, on the same
+// Redis in the same run: what the store's client side costs, as a ratio.
+//
+//	go test -run '^$' -bench StoreVersusRedisBenchmark -benchtime 8s ./lease/
+func BenchmarkStoreVersusRedisBenchmark(b *testing.B) {
+	if _, err := exec.LookPath("redis-benchmark"); err != nil {
+		b.Skip("redis-benchmark is not installed (make bench-store installs it)")
+	}
+	srv := redistest.Start(b)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
+	b.Cleanup(func() { client.Close() })
+	ctx := context.Background()
+	sha, err := scriptAcquire.Load(ctx, client).Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(srv.Addr)
+	// A fresh user per call (__rand_int__ is 12 digits: the id is 16 bytes).
+	args := []string{"-h", host, "-p", port, "-c", "50", "-n", "200000", "-r", "100000000", "-q",
+		"EVALSHA", sha, "3", "bench:{__rand_int__}:l", "bench:{__rand_int__}:t", "bench:{__rand_int__}:o"}
+	for _, a := range acquireArgs("0000__rand_int__", AcquireRequest{Limit: 3, TTL: time.Minute}) {
+		args = append(args, fmt.Sprint(a))
+	}
+	out, err := exec.Command("redis-benchmark", args...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("redis-benchmark: %v\n%s", err, out)
+	}
+	var theirs float64
+	for _, line := range strings.Split(strings.ReplaceAll(string(out), "\r", "\n"), "\n") {
+		if before, _, ok := strings.Cut(line, " requests per second"); ok {
+			f := strings.Fields(before)
+			theirs, _ = strconv.ParseFloat(f[len(f)-1], 64)
+		}
+	}
+	if theirs == 0 {
+		b.Fatalf("no rate in redis-benchmark's output:\n%s", out)
+	}
+	b.Run("acquire+release", func(b *testing.B) {
+		s, _ := NewRedisStore(client, RedisOptions{KeyPrefix: "bench2:"})
+		b.SetParallelism((50 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		var n atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				k := Key{"bench", "u" + strconv.FormatInt(n.Add(1), 10)}
+				id := uuid.NewString()
+				if _, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id, Limit: 3, TTL: time.Minute}); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Release(ctx, k, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		ours := float64(b.N) / b.Elapsed().Seconds()
+		b.ReportMetric(theirs, "redis-benchmark-evalsha/s")
+		b.ReportMetric(ours, "acquire+release/s")
+		b.ReportMetric(ours/theirs, "ratio")
+	})
+}
+
 // BenchmarkRedisMemoryPerLease fills Redis with 100k users holding 3
 // leases each and reports Redis's used_memory growth per lease.
 func BenchmarkRedisMemoryPerLease(b *testing.B) {
-	srv, client := benchRedis(b)
+	client := benchRedis(b)
 	ctx := context.Background()
 	const users, perUser = 100_000, 3
-	used := func() int64 {
-		info, err := srv.Do("INFO", "memory")
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, line := range strings.Split(info, "\r\n") {
-			if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				return n
-			}
-		}
-		b.Fatal("no used_memory in INFO")
-		return 0
-	}
 	s, _ := NewRedisStore(client, RedisOptions{})
 	if err := scriptAcquire.Load(ctx, client).Err(); err != nil {
 		b.Fatal(err)
 	}
 	for range b.N {
 		client.FlushAll(ctx)
-		before := used()
+		before := usedMemory(b, client)
 		for start := 0; start < users; start += 1000 {
 			pipe := client.Pipeline()
 			for u := start; u < start+1000; u++ {
 				for range perUser {
 					id, _ := packID(uuid.NewString())
 					scriptAcquire.EvalSha(ctx, pipe, s.keys(Key{"default", fmt.Sprintf("user-%d", u)}),
-						id, time.Hour.Milliseconds(), perUser, 0, TombstoneTTL(time.Hour).Milliseconds(), 0, MaxTombstones)
+						acquireArgs(id, AcquireRequest{Limit: perUser, TTL: time.Hour})...)
 				}
 			}
 			if _, err := pipe.Exec(ctx); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(used()-before)/(users*perUser), "bytes/lease")
+		b.ReportMetric(float64(usedMemory(b, client)-before)/(users*perUser), "bytes/lease")
 	}
 }
 
@@ -178,8 +223,7 @@ func BenchmarkAdmissionAtScale(b *testing.B) {
 			benchAdmit(b, s)
 		})
 		b.Run("redis/"+name, func(b *testing.B) {
-			srv, client := benchRedis(b)
-			_ = srv
+			client := benchRedis(b)
 			s, _ := NewRedisStore(client, RedisOptions{})
 			fillRedis(b, client, s, live)
 			benchAdmit(b, s)
@@ -216,7 +260,7 @@ func fillRedis(b *testing.B, client redis.UniversalClient, s *RedisStore, live i
 		for i := start; i < min(start+3000, live); i++ {
 			id, _ := packID(uuid.NewString())
 			scriptAcquire.EvalSha(ctx, pipe, s.keys(Key{"default", "filler-" + strconv.Itoa(i/3)}),
-				id, time.Hour.Milliseconds(), 3, 0, TombstoneTTL(time.Hour).Milliseconds(), 0, MaxTombstones)
+				acquireArgs(id, AcquireRequest{Limit: 3, TTL: time.Hour})...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			b.Fatal(err)

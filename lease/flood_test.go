@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
@@ -61,9 +60,7 @@ func TestTombstoneFloodStaysBounded(t *testing.T) {
 		}
 	})
 	t.Run("redis", func(t *testing.T) {
-		srv := redistest.Start(t)
-		client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-		defer client.Close()
+		client := redistest.Start(t).Client(t)
 		s, err := NewRedisStore(client, RedisOptions{})
 		if err != nil {
 			t.Fatal(err)

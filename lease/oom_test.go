@@ -19,8 +19,7 @@ import (
 // at the limit, a plain release) still works.
 func TestRedisOutOfMemoryWritesFailWhole(t *testing.T) {
 	srv := redistest.StartTight(t)
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer client.Close()
+	client := srv.Client(t)
 	s, err := NewRedisStore(client, RedisOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +87,7 @@ func TestRedisOutOfMemoryWritesFailWhole(t *testing.T) {
 	}
 }
 
-func usedMemory(t *testing.T, c *redis.Client) int64 {
+func usedMemory(t testing.TB, c *redis.Client) int64 {
 	t.Helper()
 	info, err := c.Info(context.Background(), "memory").Result()
 	if err != nil {

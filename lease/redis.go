@@ -36,12 +36,6 @@ var (
 	scriptSecret  = redis.NewScript(luaSecret)
 )
 
-// LoadAcquireScript loads the acquire script into Redis and returns its
-// SHA1, for benchmarks that run it with other clients.
-func LoadAcquireScript(ctx context.Context, client redis.UniversalClient) (string, error) {
-	return scriptAcquire.Load(ctx, client).Result()
-}
-
 // DefaultKeyPrefix starts every key the Redis store writes.
 const DefaultKeyPrefix = "streamlimit:"
 
@@ -51,7 +45,6 @@ const DefaultKeyPrefix = "streamlimit:"
 type RedisStore struct {
 	client   redis.UniversalClient
 	prefix   string
-	offset   func() time.Duration
 	onExpire func(Key, Lease)
 }
 
@@ -62,9 +55,6 @@ type RedisOptions struct {
 	KeyPrefix string
 	// OnExpire hears of each lease found lapsed (when a script prunes it).
 	OnExpire func(Key, Lease)
-	// ClockOffset moves Redis's clock forward for tests that drive expiry;
-	// production leaves it nil.
-	ClockOffset func() time.Duration
 }
 
 // NewRedisStore returns a store on client. The client stays the caller's:
@@ -77,7 +67,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 	if strings.ContainsAny(prefix, "{}") {
 		return nil, fmt.Errorf("key prefix %q: braces would break the Cluster hash tag", prefix)
 	}
-	return &RedisStore{client: client, prefix: prefix, offset: opts.ClockOffset, onExpire: opts.OnExpire}, nil
+	return &RedisStore{client: client, prefix: prefix, onExpire: opts.OnExpire}, nil
 }
 
 // tagEncoding turns any bytes into text with neither braces nor dots, so
@@ -92,8 +82,6 @@ func (s *RedisStore) keys(key Key) []string {
 	base := s.prefix + tag
 	return []string{base + ":l", base + ":t", base + ":o"}
 }
-
-func (s *RedisStore) offsetMS() int64 { return s.offsetOrZero().Milliseconds() }
 
 // packID turns a stream id into the 16 bytes stored in Redis.
 func packID(id string) (string, error) {
@@ -121,12 +109,7 @@ func (s *RedisStore) Acquire(ctx context.Context, req AcquireRequest) (Decision,
 		return Decision{}, err
 	}
 	id, _ := packID(req.ID)
-	policy := 0
-	if req.Policy == EvictOldest {
-		policy = 1
-	}
-	res, err := scriptAcquire.Run(ctx, s.client, s.keys(req.Key),
-		id, req.TTL.Milliseconds(), max(req.Limit, 0), policy, TombstoneTTL(req.TTL).Milliseconds(), s.offsetMS(), MaxTombstones).Slice()
+	res, err := scriptAcquire.Run(ctx, s.client, s.keys(req.Key), acquireArgs(id, req)...).Slice()
 	if err != nil {
 		return Decision{}, err
 	}
@@ -153,13 +136,22 @@ func (s *RedisStore) Acquire(ctx context.Context, req AcquireRequest) (Decision,
 	return d, r.err
 }
 
+// acquireArgs are acquire.lua's ARGV for req, whose id is packed.
+func acquireArgs(packedID string, req AcquireRequest) []any {
+	policy := 0
+	if req.Policy == EvictOldest {
+		policy = 1
+	}
+	return []any{packedID, req.TTL.Milliseconds(), max(req.Limit, 0), policy, TombstoneTTL(req.TTL).Milliseconds(), MaxTombstones}
+}
+
 // Renew implements Store.
 func (s *RedisStore) Renew(ctx context.Context, key Key, id string, ttl time.Duration) (Lease, error) {
 	if err := validateLease(key, id, ttl); err != nil {
 		return Lease{}, err
 	}
 	packed, _ := packID(id)
-	res, err := scriptRenew.Run(ctx, s.client, s.keys(key)[:2], packed, ttl.Milliseconds(), s.offsetMS()).Slice()
+	res, err := scriptRenew.Run(ctx, s.client, s.keys(key)[:2], packed, ttl.Milliseconds()).Slice()
 	if err != nil {
 		return Lease{}, err
 	}
@@ -195,7 +187,7 @@ func (s *RedisStore) remove(ctx context.Context, key Key, id string, tombstoneTT
 		return err
 	}
 	packed, _ := packID(id)
-	res, err := scriptRelease.Run(ctx, s.client, s.keys(key)[:2], packed, tombstoneTTL.Milliseconds(), s.offsetMS(), MaxTombstones).Slice()
+	res, err := scriptRelease.Run(ctx, s.client, s.keys(key)[:2], packed, tombstoneTTL.Milliseconds(), MaxTombstones).Slice()
 	if err != nil {
 		return err
 	}
@@ -215,7 +207,7 @@ func (s *RedisStore) List(ctx context.Context, key Key) ([]Lease, error) {
 	if err := validateKey(key); err != nil {
 		return nil, err
 	}
-	res, err := scriptList.Run(ctx, s.client, s.keys(key)[:2], s.offsetMS()).Slice()
+	res, err := scriptList.Run(ctx, s.client, s.keys(key)[:2]).Slice()
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +290,7 @@ func (s *RedisStore) Totals(ctx context.Context, zone string) (Totals, error) {
 	if err != nil {
 		return Totals{}, err
 	}
-	min := "(" + fmt.Sprint(now.Add(s.offsetOrZero()).UnixMilli())
+	min := "(" + fmt.Sprint(now.UnixMilli())
 	pattern := globEscape(s.prefix) + "{" + tagEncoding.EncodeToString([]byte(zone)) + ".*}:l"
 	var mu sync.Mutex
 	var t Totals
@@ -324,13 +316,6 @@ func (s *RedisStore) Totals(ctx context.Context, zone string) (Totals, error) {
 		err = scan(ctx, s.client)
 	}
 	return t, err
-}
-
-func (s *RedisStore) offsetOrZero() time.Duration {
-	if s.offset == nil {
-		return 0
-	}
-	return s.offset()
 }
 
 // globEscape quotes the characters SCAN MATCH treats as wildcards.

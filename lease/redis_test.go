@@ -3,60 +3,23 @@ package lease
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
-
-// redisFactory opens stores on one client, each under its own key prefix
-// so that subtests do not see each other's leases.
-func redisFactory(client redis.UniversalClient) storeFactory {
-	n := 0
-	return func(t *testing.T, clock *fakeClock) Store {
-		n++
-		s, err := NewRedisStore(client, RedisOptions{KeyPrefix: fmt.Sprintf("conformance%d:", n), ClockOffset: clock.Offset})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-}
-
-func TestRedisStoreConformance(t *testing.T) {
-	srv := redistest.Start(t)
-	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{srv.Addr}})
-	defer client.Close()
-	testConformance(t, redisFactory(client))
-}
-
-func TestRedisClusterConformance(t *testing.T) {
-	cluster := redistest.StartCluster(t)
-	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cluster.Addrs()})
-	defer client.Close()
-	if _, ok := client.(*redis.ClusterClient); !ok {
-		t.Fatalf("several addresses gave a %T, want a cluster client", client)
-	}
-	testConformance(t, redisFactory(client))
-}
 
 // TestRedisKeysStayInOneSlot shows that every key of one (zone, user) hashes
 // to one Cluster slot whatever bytes the user holds, and that different
 // users never share keys. A real Cluster's CLUSTER KEYSLOT checks every key
 // and the slot computed here.
 func TestRedisKeysStayInOneSlot(t *testing.T) {
-	cluster := redistest.StartCluster(t)
-	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cluster.Addrs()})
-	defer client.Close()
+	client := redistest.StartCluster(t).Client(t)
 	s, err := NewRedisStore(client, RedisOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := cluster.Nodes[0]
 	users := []string{"alice", "{alice}", "}{", "a:b", "a\nb", "a\x00b", "\xff\xfe\x00", strings.Repeat("}", 512), strings.Repeat("x", 512)}
 	seen := map[string]string{}
 	for _, zone := range []string{"default", "z}", "{"} {
@@ -64,12 +27,12 @@ func TestRedisKeysStayInOneSlot(t *testing.T) {
 			keys := s.keys(Key{zone, u})
 			slot := clusterSlot(keys[0])
 			for _, k := range keys {
-				got, err := node.Do("CLUSTER", "KEYSLOT", k)
+				got, err := client.ClusterKeySlot(context.Background(), k).Result()
 				if err != nil {
 					t.Fatalf("CLUSTER KEYSLOT %q: %v", k, err)
 				}
-				if got != fmt.Sprint(slot) {
-					t.Fatalf("zone %q user %q: CLUSTER KEYSLOT %q = %s, want %d, the slot of %q", zone, u, k, got, slot, keys[0])
+				if got != int64(slot) {
+					t.Fatalf("zone %q user %q: CLUSTER KEYSLOT %q = %d, want %d, the slot of %q", zone, u, k, got, slot, keys[0])
 				}
 				if other, dup := seen[k]; dup {
 					t.Fatalf("key %q shared by %q and %q", k, other, zone+"/"+u)
@@ -89,9 +52,7 @@ func TestRedisKeysStayInOneSlot(t *testing.T) {
 // further call. (A per-user override is operator data: it stays until
 // cleared.)
 func TestRedisKeysExpireAfterTheirLastLease(t *testing.T) {
-	srv := redistest.Start(t)
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer client.Close()
+	client := redistest.Start(t).Client(t)
 	s, _ := NewRedisStore(client, RedisOptions{})
 	ctx := context.Background()
 	k := Key{"z", "abandoned"}
@@ -99,12 +60,11 @@ func TestRedisKeysExpireAfterTheirLastLease(t *testing.T) {
 	const short = 500 * time.Millisecond
 	pttl := func(key string) time.Duration {
 		t.Helper()
-		ms, err := srv.Do("PTTL", key)
+		d, err := client.PTTL(ctx, key).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, _ := strconv.Atoi(ms)
-		return time.Duration(n) * time.Millisecond
+		return d
 	}
 
 	// Two leases: the key lives as long as the longer one, here renewed
@@ -131,11 +91,11 @@ func TestRedisKeysExpireAfterTheirLastLease(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for _, key := range keys[:2] {
 		for {
-			n, err := srv.Do("EXISTS", key)
+			n, err := client.Exists(ctx, key).Result()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n == "0" {
+			if n == 0 {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -172,13 +132,11 @@ func clusterSlot(key string) int {
 // EVALSHA and loads them again when Redis has forgotten them (NOSCRIPT),
 // as after a restart or SCRIPT FLUSH.
 func TestRedisScriptsComeBackAfterScriptFlush(t *testing.T) {
-	srv := redistest.Start(t)
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer client.Close()
+	client := redistest.Start(t).Client(t)
 	s, _ := NewRedisStore(client, RedisOptions{})
 	ctx := context.Background()
 	for i := range 3 {
-		if _, err := srv.Do("SCRIPT", "FLUSH"); err != nil {
+		if err := client.ScriptFlush(ctx).Err(); err != nil {
 			t.Fatal(err)
 		}
 		d, err := s.Acquire(ctx, AcquireRequest{Key: Key{"z", "u"}, ID: id(fmt.Sprint(i)), Limit: 3, TTL: ttl})

@@ -5,18 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
+	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
 
@@ -25,35 +24,6 @@ type instance struct {
 	addr string
 	cmd  *exec.Cmd
 	logs *bytes.Buffer
-}
-
-// startOrigin serves /…/slow/… as a body that trickles until the client
-// leaves, and anything else as "ok".
-func startOrigin(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, "/slow/") {
-			io.WriteString(w, "ok")
-			return
-		}
-		rc := http.NewResponseController(w)
-		for {
-			if _, err := w.Write(make([]byte, 188)); err != nil || rc.Flush() != nil {
-				return
-			}
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	})}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return l.Addr().String()
 }
 
 const fleetSite = `
@@ -104,9 +74,9 @@ const (
 func startFleet(t *testing.T, n int, redisAddr, origin string) []*instance {
 	var fleet []*instance
 	for range n {
-		in := &instance{addr: freeAddr(t), logs: &bytes.Buffer{}}
+		in := &instance{addr: loopback.Addr(t), logs: &bytes.Buffer{}}
 		cfg := fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n\tpersist_config off\n\tgrace_period 2s\n}\nhttp://%s {\n%s\n}\n",
-			freeAddr(t), in.addr, fmt.Sprintf(fleetSite, redisAddr, origin))
+			loopback.Addr(t), in.addr, fmt.Sprintf(fleetSite, redisAddr, origin))
 		file := filepath.Join(t.TempDir(), "Caddyfile")
 		if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
@@ -180,7 +150,7 @@ func startsAtOnce(t *testing.T, fleet []*instance, users []string) map[string]in
 
 func TestFleetSharingRedisAdmitsExactlyTheLimit(t *testing.T) {
 	srv := redistest.Start(t)
-	fleet := startFleet(t, 3, srv.Addr, startOrigin(t))
+	fleet := startFleet(t, 3, srv.Addr, origintest.Start(t).Addr)
 
 	for round := range 5 {
 		user := fmt.Sprintf("one-%d", round)
@@ -211,7 +181,7 @@ func TestFleetSharingRedisAdmitsExactlyTheLimit(t *testing.T) {
 
 func TestKilledInstanceFreesItsSlotsWithinALease(t *testing.T) {
 	srv := redistest.Start(t)
-	fleet := startFleet(t, 2, srv.Addr, startOrigin(t))
+	fleet := startFleet(t, 2, srv.Addr, origintest.Start(t).Addr)
 	victim, survivor := fleet[0], fleet[1]
 
 	// The victim holds three long connection-mode streams.
@@ -304,7 +274,7 @@ func openStream(t *testing.T, url, user string) (code int, done chan struct{}) {
 // instance and evicted by a start on another is cut at its next renewal.
 func TestEvictionOnAnotherInstanceCutsTheStream(t *testing.T) {
 	srv := redistest.Start(t)
-	fleet := startFleet(t, 2, srv.Addr, startOrigin(t))
+	fleet := startFleet(t, 2, srv.Addr, origintest.Start(t).Addr)
 	var streams []chan struct{}
 	for i := range 3 {
 		code, done := openStream(t, "http://"+fleet[0].addr+"/e/slow/v.ts", "alice")
@@ -385,7 +355,7 @@ func waitForThree(t *testing.T, in *instance, user string, deadline time.Time) {
 // hold more than the limit.
 func TestKillRestartAndGracefulStop(t *testing.T) {
 	srv := redistest.Start(t)
-	origin := startOrigin(t)
+	origin := origintest.Start(t).Addr
 
 	first := startFleet(t, 1, srv.Addr, origin)[0]
 	holdThree(t, first, "alice")

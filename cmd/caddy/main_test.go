@@ -50,21 +50,12 @@ func TestListModulesShowsStreamLimit(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	addr, err := loopback.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 // startDemo runs the committed demo Caddyfile, as the README does, on free
 // ports, and returns the limiter's and the admin API's addresses once the
 // limiter answers.
 func startDemo(t *testing.T) (addr, admin string) {
 	t.Helper()
-	addr, origin, admin := freeAddr(t), freeAddr(t), freeAddr(t)
+	addr, origin, admin := loopback.Addr(t), loopback.Addr(t), loopback.Addr(t)
 	cmd := exec.Command(caddyBin, "run", "--config", "Caddyfile")
 	cmd.Dir = "../.."
 	cmd.Env = append(os.Environ(), "STREAMLIMIT_ADDR="+addr, "STREAMLIMIT_ORIGIN="+origin, "STREAMLIMIT_ADMIN="+admin)

@@ -5,6 +5,7 @@ package loopback
 import (
 	"fmt"
 	"net"
+	"testing"
 	"time"
 )
 
@@ -28,6 +29,26 @@ func FreePort() (int, error) {
 	var n int
 	_, err = fmt.Sscan(port, &n)
 	return n, err
+}
+
+// Addr is FreeAddr for tests: it fails t rather than return an error.
+func Addr(t testing.TB) string {
+	t.Helper()
+	addr, err := FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// Port is FreePort for tests: it fails t rather than return an error.
+func Port(t testing.TB) int {
+	t.Helper()
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
 
 // WaitListening waits until something accepts connections on addr.

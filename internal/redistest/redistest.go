@@ -1,12 +1,12 @@
 // Package redistest starts real redis-server processes for tests: a
-// standalone server or a 3-node cluster on free loopback ports, stopped
-// when the test ends. Nothing is mocked.
+// standalone server, a 3-node cluster, a replica or a sentinel, on free
+// loopback ports, stopped when the test ends. Nothing is mocked.
 package redistest
 
 import (
-	"bufio"
+	"context"
+	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
 )
@@ -50,50 +52,55 @@ func Need(t testing.TB) {
 	t.Skip("redis-server is not installed (make test installs it)")
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	port, err := loopback.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
 // Start runs a standalone redis-server with no persistence on a free port.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	Need(t)
-	s := &Server{Port: freePort(t), dir: t.TempDir()}
-	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
-	s.args = append([]string{
-		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", s.dir,
-		"--save", "", "--appendonly", "no", "--protected-mode", "no",
-	}, extra...)
-	s.start(t)
-	t.Cleanup(func() { s.Kill() })
-	return s
-}
-
-func (s *Server) start(t testing.TB) {
-	t.Helper()
-	s.cmd = exec.Command("redis-server", s.args...)
-	s.cmd.Dir = s.dir
-	log, err := os.Create(filepath.Join(s.dir, "redis.log"))
+	s, err := Launch(t.TempDir(), extra...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Launch is Start for programs that are not tests (the benchmark): the
+// server keeps its files in dir, and the caller kills it.
+func Launch(dir string, extra ...string) (*Server, error) {
+	port, err := loopback.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Port: port, Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir}
+	s.args = append([]string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--appendonly", "no", "--protected-mode", "no",
+	}, extra...)
+	return s, s.start()
+}
+
+func (s *Server) start() error {
+	s.cmd = exec.Command("redis-server", s.args...)
+	s.cmd.Dir = s.dir
+	logPath := filepath.Join(s.dir, "redis.log")
+	log, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("starting redis-server: %v", err)
+		return fmt.Errorf("starting redis-server: %v", err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if reply, err := s.Do("PING"); err == nil && reply == "PONG" {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			t.Fatalf("redis-server on %s never answered PING:\n%s", s.Addr, b)
+			s.Kill()
+			b, _ := os.ReadFile(logPath)
+			return fmt.Errorf("redis-server on %s never answered PING:\n%s", s.Addr, b)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -121,67 +128,64 @@ func (s *Server) Freeze() {
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Kill()
-	s.start(t)
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
 }
 
-// Do sends one command over a fresh connection and returns the reply as
-// text (simple strings, integers and bulk strings; arrays joined by \n).
-// It is for test plumbing, not for the code under test.
+// Client returns a client of the server, closed when the test ends.
+func (s *Server) Client(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Do sends one command over a connection of its own, so that it works
+// the same on a sentinel, after a Restart and during a Freeze (when it
+// times out). It returns the reply as text: arrays (nested too) joined by
+// \n, a nil reply as "". It is for test plumbing, not for the code under
+// test, which gets a Client.
 func (s *Server) Do(args ...string) (string, error) {
-	conn, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	c := redis.NewClient(&redis.Options{
+		Addr:        s.Addr,
+		DialTimeout: time.Second,
+		ReadTimeout: 10 * time.Second,
+		// RESP2 keeps every reply an array or a scalar; no retries, as a
+		// single command on its own connection is what tests expect.
+		Protocol:        2,
+		MaxRetries:      -1,
+		PoolSize:        1,
+		DisableIdentity: true,
+	})
+	defer c.Close()
+	cmdArgs := make([]any, len(args))
+	for i, a := range args {
+		cmdArgs[i] = a
+	}
+	reply, err := c.Do(context.Background(), cmdArgs...).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := conn.Write([]byte(b.String())); err != nil {
-		return "", err
-	}
-	return readReply(bufio.NewReader(conn))
+	return text(reply), nil
 }
 
-func readReply(r *bufio.Reader) (string, error) {
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return "", fmt.Errorf("empty reply")
-	}
-	switch line[0] {
-	case '+', ':':
-		return line[1:], nil
-	case '-':
-		return "", fmt.Errorf("redis: %s", line[1:])
-	case '$':
-		n, _ := strconv.Atoi(line[1:])
-		if n < 0 {
-			return "", nil
+func text(reply any) string {
+	switch r := reply.(type) {
+	case string:
+		return r
+	case []any:
+		parts := make([]string, len(r))
+		for i, p := range r {
+			parts[i] = text(p)
 		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return "", err
-		}
-		return string(buf[:n]), nil
-	case '*':
-		n, _ := strconv.Atoi(line[1:])
-		parts := make([]string, 0, max(n, 0))
-		for range n {
-			p, err := readReply(r)
-			if err != nil {
-				return "", err
-			}
-			parts = append(parts, p)
-		}
-		return strings.Join(parts, "\n"), nil
+		return strings.Join(parts, "\n")
+	case nil:
+		return ""
 	}
-	return "", fmt.Errorf("unexpected reply %q", line)
+	return fmt.Sprint(reply)
 }
 
 // Cluster is a 3-master Redis Cluster, no replicas.
@@ -196,6 +200,14 @@ func (c *Cluster) Addrs() []string {
 		out[i] = n.Addr
 	}
 	return out
+}
+
+// Client returns a cluster client seeded with every node, closed when the
+// test ends.
+func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	t.Cleanup(func() { client.Close() })
+	return client
 }
 
 // StartCluster runs three cluster-enabled servers and joins them, with the
@@ -246,7 +258,7 @@ const SentinelDownAfter = time.Second
 func StartSentinel(t testing.TB, name string, master *Server) *Server {
 	t.Helper()
 	Need(t)
-	s := &Server{Port: freePort(t), dir: t.TempDir()}
+	s := &Server{Port: loopback.Port(t), dir: t.TempDir()}
 	s.Addr = fmt.Sprintf("127.0.0.1:%d", s.Port)
 	host, port, _ := net.SplitHostPort(master.Addr)
 	conf := filepath.Join(s.dir, "sentinel.conf")
@@ -260,7 +272,9 @@ func StartSentinel(t testing.TB, name string, master *Server) *Server {
 		t.Fatal(err)
 	}
 	s.args = []string{conf, "--sentinel"}
-	s.start(t)
-	t.Cleanup(func() { s.Kill() })
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Kill)
 	return s
 }

@@ -1,12 +1,12 @@
 -- Acquire: admit a stream, refresh it if it is live, or refuse it.
 -- KEYS: leases, tombs, limit
 -- ARGV: id, ttl ms, limit, policy (0 deny, 1 evict oldest), tombstone ttl ms,
---       clock offset ms, most tombstones kept
+--       most tombstones kept
 -- Returns {status, limit, active, started, expires, retry ms, {evicted ids}, {lapsed members}}
 -- where status is 1 admitted, 0 refused, -1 revoked.
 local leases, tombs, limit_key = KEYS[1], KEYS[2], KEYS[3]
 local id, ttl = ARGV[1], tonumber(ARGV[2])
-local now = now_ms(ARGV[6])
+local now = now_ms()
 local lapsed = lapsed_of(leases, now)
 
 if revoked(tombs, id, now) then
@@ -66,7 +66,7 @@ if #victims > 0 then
   for _, victim in ipairs(victims) do
     redis.call('ZREM', leases, victim)
   end
-  trim_tombs(tombs, tonumber(ARGV[7]))
+  trim_tombs(tombs, tonumber(ARGV[6]))
   keep_until(tombs, until_ms, now)
 end
 keep_until(leases, expires, now)

@@ -7,8 +7,8 @@
 --           tombstone lapses, in ms. At most a fixed number per user: the
 --           ones that lapse first are trimmed.
 --   limit:  string; the per-user limit override, when one is set.
--- Time is Redis's own (TIME), never a proxy's clock. The offset argument
--- is 0 in production; tests use it to move time forward.
+-- Time is Redis's own (TIME), never a proxy's clock: every proxy sharing
+-- the Redis sees a lease lapse at the same moment.
 --
 -- Order of writes: every script reads and decides first, then makes the
 -- writes that may grow memory (ZADD, SET), and only then the ones that
@@ -18,9 +18,9 @@
 -- order the first growing write fails and the script fails whole, with
 -- nothing written.
 
-local function now_ms(offset)
+local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(offset)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 -- 6 bytes hold milliseconds until the year 10889.

@@ -1,9 +1,9 @@
 -- List: the live leases, oldest expiry first.
 -- KEYS: leases, tombs
--- ARGV: clock offset ms
+-- ARGV: none
 -- Returns {{member, expires, member, expires, ...}, {lapsed members}}.
 local leases, tombs = KEYS[1], KEYS[2]
-local now = now_ms(ARGV[1])
+local now = now_ms()
 local lapsed = lapsed_of(leases, now)
 local live = live_of(leases, now)
 prune(leases, tombs, now, lapsed)

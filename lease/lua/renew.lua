@@ -1,11 +1,11 @@
 -- Renew: extend a live lease; never create one.
 -- KEYS: leases, tombs
--- ARGV: id, ttl ms, clock offset ms
+-- ARGV: id, ttl ms
 -- Returns {status, started, expires, {lapsed members}}: status 1 renewed,
 -- 0 not found (lapsed or released), -1 revoked.
 local leases, tombs = KEYS[1], KEYS[2]
 local id, ttl = ARGV[1], tonumber(ARGV[2])
-local now = now_ms(ARGV[3])
+local now = now_ms()
 local lapsed = lapsed_of(leases, now)
 
 local status, member, expires = 1, nil, nil
