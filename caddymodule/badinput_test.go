@@ -5,8 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
+
+	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
 )
 
 // TestBadInputTable sends every kind of bad, odd or hostile request we know
@@ -22,11 +23,7 @@ func TestBadInputTable(t *testing.T) {
 		}
 		reverse_proxy {upstream}
 	}`)
-	countHits := func() int64 {
-		var n int64
-		p.origin.hits.Range(func(_, v any) bool { n += v.(*atomic.Int64).Load(); return true })
-		return n
-	}
+	countHits := func() int { return p.origin.Hits("") }
 
 	// The victim: alice holds one stream.
 	landed := p.tokenized("/v/hls/index.m3u8", "alice")
@@ -124,7 +121,7 @@ func TestBadInputTable(t *testing.T) {
 	if l := p.listed("/v/streams", "alice"); len(l) != 1 || l[0].(map[string]any)["id"] != aliceID {
 		t.Fatalf("alice's streams after the table: %v", l)
 	}
-	for _, path := range p.origin.paths() {
+	for _, path := range p.origin.Paths() {
 		if strings.Contains(path, "~sl") {
 			t.Fatalf("the origin saw a token: %s", path)
 		}
@@ -151,12 +148,12 @@ func readAll(resp *http.Response) string {
 func TestOriginNeverSeesAStreamID(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string // one line per request: header, query, cookies
-	upstream := newOriginFunc(t, func(w http.ResponseWriter, r *http.Request) {
+	upstream := origintest.StartWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		seen = append(seen, fmt.Sprintf("path=%s header=%q query=%q cookie=%q", r.URL.Path, r.Header.Values(StreamIDHeader), r.URL.RawQuery, r.Header.Values("Cookie")))
 		mu.Unlock()
 		fmt.Fprint(w, "ok")
-	})
+	})).Addr
 	p := startCaddy(t, `
 	route /s/* {
 		stream_limit {

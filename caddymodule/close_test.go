@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
 
@@ -28,7 +29,7 @@ func TestDeleteRacingFirstRequests(t *testing.T) {
 				srv := redistest.Start(t)
 				storeBlock = fmt.Sprintf("store redis {\n\t\t\t\taddress %s\n\t\t\t}", srv.Addr)
 			}
-			o := newStreamOrigin(t)
+			o := origintest.StartWith(t, http.HandlerFunc(origintest.Trickle))
 			p := startCaddy(t, fmt.Sprintf(`
 	route /v/* {
 		stream_limit {
@@ -37,7 +38,7 @@ func TestDeleteRacingFirstRequests(t *testing.T) {
 			%s
 		}
 		reverse_proxy %s
-	}`, storeBlock, o.addr))
+	}`, storeBlock, o.Addr))
 			noRedirect := &http.Client{
 				Transport:     &http.Transport{DisableKeepAlives: true},
 				CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -101,8 +102,8 @@ func TestDeleteRacingFirstRequests(t *testing.T) {
 				// were cut before it was written. The origin may hear of a cut
 				// a moment later, so "past" allows a second, a tenth of the
 				// renewal interval that the old bug lasted for.
-				eventually(t, "the origin stops serving the closed stream", func() bool { return o.active(title) == 0 })
-				if last := o.lastEnd(title); last.After(closed.Add(time.Second)) {
+				eventually(t, "the origin stops serving the closed stream", func() bool { return o.Serving(title) == 0 })
+				if last := o.LastEnd(title); last.After(closed.Add(time.Second)) {
 					t.Fatalf("round %d: the origin served the closed stream until %v after the 204", round, last.Sub(closed))
 				}
 				// The slot is free: three fresh starts play, a fourth is refused,
@@ -118,7 +119,7 @@ func TestDeleteRacingFirstRequests(t *testing.T) {
 				if r, _ := p.do(http.MethodGet, fmt.Sprintf("/v/fresh%d-3/slow.ts", round), user); r.StatusCode != http.StatusTooManyRequests {
 					t.Fatalf("round %d: fourth fresh start: %s, want 429", round, r.Status)
 				}
-				if n := o.active(title); n != 0 {
+				if n := o.Serving(title); n != 0 {
 					t.Fatalf("round %d: beside the 3 fresh streams the origin serves %d of the closed one", round, n)
 				}
 				for _, s := range fresh {
@@ -127,68 +128,6 @@ func TestDeleteRacingFirstRequests(t *testing.T) {
 			}
 		})
 	}
-}
-
-// streamOrigin serves a trickling body on every path until the client
-// leaves, and keeps, per title (the path's first two segments), how many
-// requests it is serving and when it last stopped serving one.
-type streamOrigin struct {
-	addr string
-	mu   sync.Mutex
-	live map[string]int
-	last map[string]time.Time
-}
-
-func newStreamOrigin(t *testing.T) *streamOrigin {
-	o := &streamOrigin{live: map[string]int{}, last: map[string]time.Time{}}
-	o.addr = newOriginFunc(t, func(w http.ResponseWriter, r *http.Request) {
-		title := titleOf(r.URL.Path)
-		o.mu.Lock()
-		o.live[title]++
-		o.mu.Unlock()
-		defer func() {
-			o.mu.Lock()
-			o.live[title]--
-			o.last[title] = time.Now()
-			o.mu.Unlock()
-		}()
-		w.Header().Set("Content-Type", "video/mp2t")
-		rc := http.NewResponseController(w)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if _, err := w.Write(make([]byte, 188)); err != nil || rc.Flush() != nil {
-				return
-			}
-			select {
-			case <-r.Context().Done():
-				return
-			case <-tick.C:
-			}
-		}
-	})
-	return o
-}
-
-// titleOf is "/v/t3/" for "/v/t3/slow.ts".
-func titleOf(p string) string {
-	parts := strings.SplitN(p, "/", 4)
-	if len(parts) < 4 {
-		return p
-	}
-	return "/" + parts[1] + "/" + parts[2] + "/"
-}
-
-func (o *streamOrigin) active(title string) int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.live[title]
-}
-
-func (o *streamOrigin) lastEnd(title string) time.Time {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.last[title]
 }
 
 func TestDeleteIsNeverProxiedWhenTheStoreIsDown(t *testing.T) {
@@ -207,7 +146,7 @@ func TestDeleteIsNeverProxiedWhenTheStoreIsDown(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || decodeJSON(t, body)["error"] != "store_unavailable" {
 		t.Fatalf("DELETE with the store down: %s %s", resp.Status, body)
 	}
-	if p.origin.hit("/a.m3u8") != 0 {
+	if p.origin.Hits("/a.m3u8") != 0 {
 		t.Fatal("the DELETE reached the origin")
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
 )
 
 // TestNullLimitIsTheDefault: JSON null for the limit is no limit given, as
@@ -57,7 +59,7 @@ func TestNullLimitIsTheDefault(t *testing.T) {
 // the store_up gauge reads 0.
 func TestUnreachableStoreAtStartIsLoud(t *testing.T) {
 	logFile := filepath.Join(t.TempDir(), "stream_limit.log")
-	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
+	closed := loopback.Addr(t) // nothing listens there
 	p := startCaddyWith(t, fmt.Sprintf(`	log limiter {
 		output file %s
 		format json

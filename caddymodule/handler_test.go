@@ -247,7 +247,7 @@ func TestSessionModeDelete(t *testing.T) {
 	p := startCaddy(t, sessionSite)
 	ids := []string{p.start("/s/a.m3u8", "alice"), p.start("/s/a.m3u8", "alice"), p.start("/s/a.m3u8", "alice")}
 	bobs := p.start("/s/a.m3u8", "bob")
-	before := p.origin.hit("/s/a.m3u8")
+	before := p.origin.Hits("/s/a.m3u8")
 
 	cases := []struct {
 		name   string
@@ -283,7 +283,7 @@ func TestSessionModeDelete(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE own stream by query: %s", resp.Status)
 	}
-	if p.origin.hit("/s/a.m3u8") != before {
+	if p.origin.Hits("/s/a.m3u8") != before {
 		t.Fatal("a DELETE reached the origin")
 	}
 	p.start("/s/a.m3u8", "alice")
@@ -368,14 +368,14 @@ func TestLimitFromPlaceholder(t *testing.T) {
 	if r, _ := p.do(http.MethodGet, "/plan/a.m3u8", "noplan"); r.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("fourth start without a plan: %s, want 429", r.Status)
 	}
-	before := p.origin.hit("/plan/a.m3u8")
+	before := p.origin.Hits("/plan/a.m3u8")
 	for _, bad := range []string{"many", "-1", "2.5", "1e3"} {
 		resp, body := p.do(http.MethodGet, "/plan/a.m3u8", "odd", "X-Plan-Streams", bad)
 		if resp.StatusCode != http.StatusInternalServerError || decodeJSON(t, body)["error"] != "bad_limit" {
 			t.Errorf("limit %q: %s %s, want 500 bad_limit", bad, resp.Status, body)
 		}
 	}
-	if p.origin.hit("/plan/a.m3u8") != before {
+	if p.origin.Hits("/plan/a.m3u8") != before {
 		t.Fatal("a request with an unusable limit reached the origin")
 	}
 }
@@ -425,7 +425,7 @@ func TestBadInput(t *testing.T) {
 		}
 		reverse_proxy {upstream}
 	}`)
-	before := p.origin.hit("/q/a.m3u8")
+	before := p.origin.Hits("/q/a.m3u8")
 	for _, c := range []struct {
 		name   string
 		query  string
@@ -447,7 +447,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s: %s %s, want %d %s", c.name, resp.Status, body, c.status, c.error)
 		}
 	}
-	if p.origin.hit("/q/a.m3u8") != before {
+	if p.origin.Hits("/q/a.m3u8") != before {
 		t.Fatal("a refused request reached the origin")
 	}
 
@@ -588,7 +588,7 @@ func TestDeleteCutsTheStreamInFlight(t *testing.T) {
 func TestForeignAndForgedStreamIDsAreRefused(t *testing.T) {
 	p := startCaddy(t, sessionSite)
 	alices := p.start("/s/a.m3u8", "alice")
-	before := p.origin.hit("/s/seg.ts")
+	before := p.origin.Hits("/s/seg.ts")
 	// Ids carry proof of their owner: Bob can neither continue, renew nor
 	// close Alice's stream, and a made-up id is nobody's.
 	for _, c := range []struct{ user, id, method string }{
@@ -602,7 +602,7 @@ func TestForeignAndForgedStreamIDsAreRefused(t *testing.T) {
 			t.Errorf("%s %s with %s: %s %s, want 404 stream_not_found", c.user, c.method, c.id, resp.Status, body)
 		}
 	}
-	if p.origin.hit("/s/seg.ts") != before {
+	if p.origin.Hits("/s/seg.ts") != before {
 		t.Fatal("a request with a foreign or forged id reached the origin")
 	}
 	if l := p.listed("/s/streams", "alice"); len(l) != 1 || l[0].(map[string]any)["id"] != alices {

@@ -6,12 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
+	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
 )
 
 // The end-to-end tests run a real Caddy in this process, in front of a real
@@ -40,75 +38,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	port, err := loopback.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
-// origin is the upstream video server of the tests.
-type origin struct {
-	addr    string
-	hits    sync.Map // path -> *atomic.Int64: the origin's access log
-	streams atomic.Int64
-}
-
-func (o *origin) hit(path string) int64 {
-	if v, ok := o.hits.Load(path); ok {
-		return v.(*atomic.Int64).Load()
-	}
-	return 0
-}
-
-// newOrigin serves:
+// newOrigin is the upstream video server of the tests. It serves, beside
+// origintest.Default (a trickle for /slow/, "ok <path>" otherwise):
 //
-//	/slow/...  a body that trickles until the client (or Caddy) leaves
-//	/cut/...   a few bytes, then the connection dies mid-body
 //	/media/... the committed demo media (HLS, DASH, MP4), with Range support
-//	anything else: "ok <path>"
-func newOrigin(t testing.TB) *origin {
-	o := &origin{}
+//	/idle/...  one chunk, then nothing until the client leaves
+//	/cut/...   a few bytes, then the connection dies mid-body
+func newOrigin(t testing.TB) *origintest.Origin {
 	media := http.StripPrefix("/media", http.FileServer(http.Dir("../demo/media")))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.addr = l.Addr().String()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		v, _ := o.hits.LoadOrStore(r.URL.Path, new(atomic.Int64))
-		v.(*atomic.Int64).Add(1)
+	return origintest.StartWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/media/"):
 			media.ServeHTTP(w, r)
 		case strings.Contains(r.URL.Path, "/idle/"):
-			// One chunk, then nothing until the client leaves: a long
-			// stream that costs no CPU.
+			// A long stream that costs no CPU.
 			w.Write([]byte("x"))
 			http.NewResponseController(w).Flush()
 			<-r.Context().Done()
-		case strings.Contains(r.URL.Path, "/slow/"):
-			o.streams.Add(1)
-			defer o.streams.Add(-1)
-			w.Header().Set("Content-Type", "video/mp2t")
-			rc := http.NewResponseController(w)
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				if _, err := w.Write(bytes.Repeat([]byte{'x'}, 188)); err != nil {
-					return
-				}
-				if rc.Flush() != nil {
-					return
-				}
-				select {
-				case <-r.Context().Done():
-					return
-				case <-tick.C:
-				}
-			}
 		case strings.Contains(r.URL.Path, "/cut/"):
 			w.Header().Set("Content-Length", "100000")
 			w.Write(bytes.Repeat([]byte{'x'}, 1000))
@@ -118,12 +64,9 @@ func newOrigin(t testing.TB) *origin {
 				conn.Close()
 			}
 		default:
-			fmt.Fprintf(w, "ok %s", r.URL.Path)
+			origintest.Default(w, r)
 		}
-	})}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return o
+	}))
 }
 
 // proxy is a running Caddy under test.
@@ -133,7 +76,7 @@ type proxy struct {
 	patch   func([]byte) []byte // edits the adapted JSON before loading
 	addr    string              // host:port of the site
 	admin   string              // host:port of the admin endpoint
-	origin  *origin
+	origin  *origintest.Origin
 }
 
 // startCaddy runs a Caddyfile site body (with {upstream} standing for the
@@ -147,8 +90,8 @@ func startCaddy(t testing.TB, site string) *proxy {
 func startCaddyWith(t testing.TB, globals, site string) *proxy {
 	t.Helper()
 	p := &proxy{t: t, origin: newOrigin(t), globals: globals}
-	p.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p.addr = loopback.Addr(t)
+	p.admin = loopback.Addr(t)
 	p.load(site)
 	t.Cleanup(func() { caddy.Stop() })
 	return p
@@ -156,7 +99,7 @@ func startCaddyWith(t testing.TB, globals, site string) *proxy {
 
 // caddyfile wraps a site body in the global options the tests need.
 func (p *proxy) caddyfile(site string) string {
-	site = strings.ReplaceAll(site, "{upstream}", p.origin.addr)
+	site = strings.ReplaceAll(site, "{upstream}", p.origin.Addr)
 	return fmt.Sprintf(`{
 	admin %s
 	auto_https off
@@ -342,26 +285,4 @@ func advance(t testing.TB, d time.Duration) {
 		t.Cleanup(func() { clockOffset.Store(0) })
 	}
 	clockOffset.Add(int64(d))
-}
-
-// paths lists every path the origin was asked for.
-func (o *origin) paths() []string {
-	var out []string
-	o.hits.Range(func(k, _ any) bool {
-		out = append(out, k.(string))
-		return true
-	})
-	return out
-}
-
-// newOriginFunc serves fn on a free loopback port and returns its address.
-func newOriginFunc(t testing.TB, fn http.HandlerFunc) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: fn}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return l.Addr().String()
 }

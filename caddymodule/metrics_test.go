@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
 
@@ -164,8 +165,8 @@ func TestEventsForStartsEndsAndDenials(t *testing.T) {
 	recorded.events = nil
 	recorded.Unlock()
 	p := &proxy{t: t, origin: newOrigin(t)}
-	p.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p.addr = loopback.Addr(t)
+	p.admin = loopback.Addr(t)
 	p.patch = func(cfg []byte) []byte {
 		var m map[string]any
 		json.Unmarshal(cfg, &m)

@@ -79,7 +79,7 @@ func TestPlayersCarryTheStreamWithoutKnowingIt(t *testing.T) {
 		})
 	}
 	segments := 0
-	for _, path := range p.origin.paths() {
+	for _, path := range p.origin.Paths() {
 		if strings.Contains(path, PathTokenPrefix) {
 			t.Fatalf("the origin saw a tokenized path: %s", path)
 		}
@@ -88,7 +88,7 @@ func TestPlayersCarryTheStreamWithoutKnowingIt(t *testing.T) {
 		}
 	}
 	if segments < 6 {
-		t.Fatalf("the origin served %d segments: %v", segments, p.origin.paths())
+		t.Fatalf("the origin served %d segments: %v", segments, p.origin.Paths())
 	}
 }
 
@@ -336,7 +336,7 @@ func TestBadPathTokens(t *testing.T) {
 	if l := p.listed("/media/streams", "alice"); len(l) != 0 {
 		t.Fatalf("the closed stream came back: %v", l)
 	}
-	for _, path := range p.origin.paths() {
+	for _, path := range p.origin.Paths() {
 		if strings.Contains(path, "~sl") {
 			t.Fatalf("the origin saw a token as a path: %s", path)
 		}
@@ -388,7 +388,7 @@ func TestPathTokensBehindRewritesProbesAndPreflights(t *testing.T) {
 	if r, body := p.do(http.MethodGet, "/video/hls/"+PathTokenPrefix+id+"/"+PathTokenPrefix+"zzzz/seg00.ts", "alice"); r.StatusCode != http.StatusBadRequest {
 		t.Fatalf("two tokens: %s %s", r.Status, body)
 	}
-	for _, path := range p.origin.paths() {
+	for _, path := range p.origin.Paths() {
 		if strings.Contains(path, "~sl") {
 			t.Fatalf("the origin saw a token: %s", path)
 		}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
+	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
 
@@ -19,11 +21,11 @@ import (
 func loadRecipe(t *testing.T, name string, env map[string]string) *proxy {
 	t.Helper()
 	p := &proxy{t: t, origin: newOrigin(t)}
-	p.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p.admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p.addr = loopback.Addr(t)
+	p.admin = loopback.Addr(t)
 	t.Setenv("SITE", p.addr)
 	t.Setenv("ADMIN", p.admin)
-	t.Setenv("ORIGIN", p.origin.addr)
+	t.Setenv("ORIGIN", p.origin.Addr)
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
@@ -57,7 +59,7 @@ func TestRecipeBrandedRefusal(t *testing.T) {
 func TestRecipeForwardAuth(t *testing.T) {
 	// The auth service: "Authorization: Bearer <user>:<plan>" is a valid
 	// session of <user> on a plan of <plan> streams.
-	auth := newOriginFunc(t, func(w http.ResponseWriter, r *http.Request) {
+	auth := origintest.StartWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, plan, ok := strings.Cut(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), ":")
 		if !ok || user == "" {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -65,7 +67,7 @@ func TestRecipeForwardAuth(t *testing.T) {
 		}
 		w.Header().Set("X-User-Id", user)
 		w.Header().Set("X-Plan-Streams", plan)
-	})
+	})).Addr
 	p := loadRecipe(t, "forward-auth.caddyfile", map[string]string{"AUTH": auth})
 	get := func(token, forgedUser string) int {
 		hdr := []string{"Authorization", "Bearer " + token}
@@ -142,9 +144,9 @@ func TestRecipeFailurePolicy(t *testing.T) {
 
 func TestRecipeTrustedIdentity(t *testing.T) {
 	var seen []string
-	origin := newOriginFunc(t, func(w http.ResponseWriter, r *http.Request) {
+	origin := origintest.StartWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen = append(seen, r.Header.Get("X-User-Id"))
-	})
+	})).Addr
 	p := loadRecipe(t, "trusted-identity.caddyfile", map[string]string{"ORIGIN": origin})
 	start := func(claimed string) int {
 		req, _ := http.NewRequest(http.MethodGet, p.url("/hls/index.m3u8"), nil)

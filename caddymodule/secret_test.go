@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 	"github.com/streamlimit/caddy-streamlimit/lease"
 )
@@ -14,8 +13,7 @@ import (
 // of a secret installed meanwhile adopts it without refusing its own.
 func TestSharedSecretSurvivesLostRedisData(t *testing.T) {
 	srv := redistest.Start(t)
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer client.Close()
+	client := srv.Client(t)
 	store, _ := lease.NewRedisStore(client, lease.RedisOptions{})
 	z := &zone{name: "z", store: store}
 	ctx := context.Background()

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 	"github.com/streamlimit/caddy-streamlimit/lease"
@@ -61,8 +60,7 @@ func TestCloseFloodIsBounded(t *testing.T) {
 			t.Fatalf("%s start past the limit after the flood: %s", prefix, r.Status)
 		}
 	}
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	defer client.Close()
+	client := srv.Client(t)
 	keys, err := client.Keys(context.Background(), "streamlimit:*:t").Result()
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("tombstone keys: %v %v", keys, err)
