@@ -26,6 +26,7 @@ func TestArchitecture(t *testing.T) {
 		"internal/loopback":   {},
 		"internal/redistest":  {ours: []string{"internal/loopback"}},
 		"internal/origintest": {ours: []string{"internal/loopback"}},
+		"internal/testmedia":  {},
 		"cmd/caddy":           {ours: []string{""}, caddy: true},
 		"bench":               {ours: []string{"lease", "internal/loopback", "internal/redistest", "internal/origintest"}},
 	}
