@@ -89,7 +89,7 @@ func TestUnreachableStoreAtStartIsLoud(t *testing.T) {
 		t.Fatalf("no error entry about the store at start-up; log:\n%s", b)
 	}
 	m := p.scrape()
-	if up, ok := m[`caddy_stream_limit_store_up{zone="unreachable"}`]; !ok || up != 0 {
+	if up, ok := m[`caddy_stream_limit_store_up{store="redis",zone="unreachable"}`]; !ok || up != 0 {
 		t.Fatalf("store_up = %v (present %v), want 0", up, ok)
 	}
 	if m[`caddy_stream_limit_store_errors_total{op="override",zone="unreachable"}`] < 1 {

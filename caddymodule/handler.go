@@ -178,6 +178,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.StoreRaw == nil {
 		h.StoreRaw = json.RawMessage(`{"type":"memory"}`)
 	}
+	// Checked now, not only when Caddy calls Validate after Provision: the
+	// zone below is shared with the config still running, and a config that
+	// will be refused must not change its settings (its lease, limit,
+	// logger) on the way.
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	mod, err := ctx.LoadModule(h, "StoreRaw")
 	if err != nil {
 		return fmt.Errorf("loading store: %v", err)
@@ -284,7 +291,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
 	}
 	if isPreflight(r) {
-		return next.ServeHTTP(w, r) // CORS preflights are not playback
+		// CORS preflights are not playback: passed on and counted nowhere,
+		// but with the origin's headers only, so that an origin that answers
+		// OPTIONS with the file (Go's http.FileServer does) serves no media
+		// to a request that took no slot.
+		return next.ServeHTTP(&headersOnly{ResponseWriter: w}, r)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	user := repl.ReplaceAll(h.Key, "")
@@ -400,7 +411,12 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 			if ls.held(h.ttl()) {
 				return h.serve(w, r, next, ref, limit, false)
 			}
+			waited := now()
 			ls.renewing.Lock()
+			if err := ls.failedSince(waited); err != nil {
+				ls.renewing.Unlock()
+				return h.storeFailed(w, r, next, ref, limit, err)
+			}
 		}
 		fresh, revoked = ls.fresh(h.ttl())
 		if fresh || revoked {
@@ -408,8 +424,11 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 			return h.continueStream(w, r, next, ref, ls, limit)
 		}
 		d, err := h.renewFor(r, ref, limit)
-		if err == nil && d.Admitted {
+		switch {
+		case err == nil && d.Admitted:
 			ls.confirm()
+		case err != nil && !errors.Is(err, lease.ErrRevoked):
+			ls.renewalFailed(err)
 		}
 		ls.renewing.Unlock()
 		return h.renewed(w, r, next, ref, limit, d, err)
@@ -599,6 +618,31 @@ func (h *Handler) storeContext(r *http.Request) (context.Context, context.Cancel
 func isPreflight(r *http.Request) bool {
 	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != ""
 }
+
+// headersOnly passes a response's status and headers on and drops its
+// body.
+type headersOnly struct {
+	http.ResponseWriter
+	wroteHeader bool
+}
+
+func (w *headersOnly) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.wroteHeader = true
+		w.Header().Del("Content-Length") // the body is not sent
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *headersOnly) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return len(b), nil
+}
+
+// Unwrap lets http.NewResponseController reach the writer underneath.
+func (w *headersOnly) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Interface guards.
 var (

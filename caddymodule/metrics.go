@@ -69,8 +69,8 @@ func initMetrics(registry *prometheus.Registry) error {
 		}, []string{"zone", "op"})
 		metrics.storeUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "store_up",
-			Help: "1 when the zone's last lease store call was answered, 0 when it failed (unreachable, timed out, out of memory).",
-		}, []string{"zone"})
+			Help: "1 when the zone's last call to its lease store (memory, redis, ...) was answered, 0 when it failed (unreachable, timed out, out of memory).",
+		}, []string{"zone", "store"})
 	})
 	for _, c := range []prometheus.Collector{metrics.admitted, metrics.denied, metrics.dryRunDenied, metrics.released, metrics.active, metrics.storeDuration, metrics.storeErrors, metrics.storeUp} {
 		if err := registry.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
@@ -90,8 +90,10 @@ type meteredStore struct {
 	up        prometheus.Gauge
 }
 
-func newMeteredStore(s lease.Store, zone string) meteredStore {
-	m := meteredStore{Store: s, zone: zone, durations: map[string]prometheus.Observer{}, up: metrics.storeUp.WithLabelValues(zone)}
+// newMeteredStore meters store s of a zone; storeName (the store module's
+// name) keeps apart the gauges of a zone name used with two stores.
+func newMeteredStore(s lease.Store, zone, storeName string) meteredStore {
+	m := meteredStore{Store: s, zone: zone, durations: map[string]prometheus.Observer{}, up: metrics.storeUp.WithLabelValues(zone, storeName)}
 	m.up.Set(1) // until a call fails (a store with I/O is asked at once)
 	for _, op := range []string{"acquire", "renew", "release", "revoke", "list", "totals", "secret", "override"} {
 		m.durations[op] = metrics.storeDuration.WithLabelValues(zone, op)

@@ -25,6 +25,10 @@ type localStream struct {
 	revoked   bool // closed, kicked or evicted: refuse it, cut it
 	ended     bool // its connection ended or it was closed: renew nothing more
 	keepalive *time.Timer
+	// failedAt and failure are the last renewal that could not reach the
+	// store.
+	failedAt time.Time
+	failure  error
 
 	// renewing is held by a renewal's store call and by the stream's end,
 	// so that a renewal already under way cannot bring back a lease that
@@ -142,11 +146,45 @@ func (ls *localStream) end(release func()) {
 	release()
 }
 
-// resume undoes end when the release did not happen.
+// resume undoes end when the release did not happen. The requests still
+// in flight get their keepalive back at once: its renewal also finds a
+// revocation that reached the store after all, and cuts them.
 func (ls *localStream) resume() {
 	ls.mu.Lock()
+	defer ls.mu.Unlock()
 	ls.ended = false
+	if ls.keepalive == nil && len(ls.requests) > 0 {
+		ls.keepalive = time.AfterFunc(0, ls.keepAlive)
+	}
+}
+
+// stopKeepalive lets the keepalive lapse: the stream's next request starts
+// a new one.
+func (ls *localStream) stopKeepalive() {
+	ls.mu.Lock()
+	ls.keepalive = nil
 	ls.mu.Unlock()
+}
+
+// renewalFailed records that a renewal could not reach the store, so that
+// requests of the stream that waited for it take that answer rather than
+// each trying again in turn (a store that is down costs each of them one
+// timeout, not one timeout for every request before it).
+func (ls *localStream) renewalFailed(err error) {
+	ls.mu.Lock()
+	ls.failedAt, ls.failure = now(), err
+	ls.mu.Unlock()
+}
+
+// failedSince returns the store error of a renewal that failed after
+// since, if one did.
+func (ls *localStream) failedSince(since time.Time) error {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.failure != nil && !ls.failedAt.Before(since) {
+		return ls.failure
+	}
+	return nil
 }
 
 // fresh reports whether the store confirmed the lease recently enough that
@@ -208,17 +246,22 @@ func (ls *localStream) keepAlive() {
 		ls.confirm()
 	case errors.Is(err, lease.ErrRevoked):
 		logger.Info("live stream revoked; cutting it", zap.String("zone", z.name), zap.String("stream_id", ls.ref.id))
+		ls.stopKeepalive()
 		ls.markRevoked()
 		return
 	case errors.Is(err, errAtLimit):
 		// Its lease lapsed and others took the slots: it is not revoked (it
-		// may come back when a slot frees), but it may not play on now.
+		// may come back when a slot frees, and its next request then starts
+		// a keepalive again), but it may not play on now.
 		logger.Info("live stream lost its lapsed slot; cutting it", zap.String("zone", z.name), zap.String("stream_id", ls.ref.id))
+		ls.stopKeepalive()
 		ls.cutAll()
 		return
 	default:
 		// The store is unreachable: keep serving, and try again next round;
-		// once the store is back the lease is re-established.
+		// once the store is back the lease is re-established. Requests of
+		// the stream waiting on this renewal take its answer.
+		ls.renewalFailed(err)
 		logger.Warn("renewing a live stream failed", zap.String("zone", z.name), zap.String("stream_id", ls.ref.id), zap.Error(err))
 	}
 	ls.mu.Lock()

@@ -123,7 +123,7 @@ func TestFullRedisAppliesTheStoreErrorPolicy(t *testing.T) {
 	}
 	// (In the allow zone the stream's release, which frees memory, went
 	// through after the refused writes: its last call was answered.)
-	if up := m[`caddy_stream_limit_store_up{zone="deny"}`]; up != 0 {
+	if up := m[`caddy_stream_limit_store_up{store="redis",zone="deny"}`]; up != 0 {
 		t.Fatalf("store_up on a full Redis is %v", up)
 	}
 }

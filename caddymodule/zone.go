@@ -93,7 +93,7 @@ func loadZone(name string, store StoreModule) (*zone, error) {
 		if err != nil {
 			return nil, err
 		}
-		z.store = newMeteredStore(s, name)
+		z.store = newMeteredStore(s, name, storeName(store))
 		z.admittedMetric = metrics.admitted.WithLabelValues(name)
 		metrics.active.WithLabelValues(name).Set(0)
 		z.releases = make(chan func(), 4096)
@@ -105,6 +105,14 @@ func loadZone(name string, store StoreModule) (*zone, error) {
 		return nil, err
 	}
 	return val.(*zone), nil
+}
+
+// storeName is a store module's name (memory, redis, ...).
+func storeName(store StoreModule) string {
+	if m, ok := store.(caddy.Module); ok {
+		return m.CaddyModule().ID.Name()
+	}
+	return "unknown"
 }
 
 // Destruct closes the zone when its last handler is gone (Caddy stops, or
