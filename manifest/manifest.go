@@ -298,8 +298,8 @@ func (w *writer) ref(start, end int, r Ref, how span) error {
 		}
 	}
 	if w.out == nil {
-		// Room for a token on every URI without regrowing, in the usual case.
-		w.out = make([]byte, 0, len(w.body)+len(w.body)/4+64)
+		// Room for a token on most URIs without regrowing.
+		w.out = make([]byte, 0, len(w.body)+len(w.body)/2+64)
 	}
 	w.out = append(w.out, w.body[w.last:start]...)
 	if how == spanXML {
