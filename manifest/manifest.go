@@ -79,8 +79,10 @@ func Sniff(body []byte) Kind {
 	if bytes.HasPrefix(body, []byte("#EXTM3U")) {
 		return HLS
 	}
+	// The root may follow an XML declaration and comments, and may carry
+	// a namespace prefix (<mpd:MPD>).
 	head := body[:min(len(body), 2048)]
-	if i := bytes.IndexByte(head, '<'); i >= 0 && (bytes.Contains(head, []byte("<MPD")) || bytes.Contains(head, []byte(":MPD"))) {
+	if bytes.Contains(head, []byte("<MPD")) || bytes.Contains(head, []byte(":MPD")) && bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte("<")) {
 		return DASH
 	}
 	return None
@@ -122,14 +124,18 @@ func (r Role) String() string {
 type Ref struct {
 	Role Role
 	// URI is the reference as the manifest means it: without the quotes of
-	// an HLS attribute, XML-unescaped in an MPD. It may be relative.
+	// an HLS attribute, XML-unescaped in an MPD. It may be relative, and in
+	// HLS it may hold EXT-X-DEFINE variables ({$name}), left unexpanded.
 	URI string
 	// Base is, in an MPD, the BaseURL in scope for URI, already combined
 	// from the enclosing levels (MPD, Period, AdaptationSet,
 	// Representation); for a BaseURL it is the scope outside it. Empty
 	// when no BaseURL is in scope, and always empty in HLS (and for
 	// Location, which is the MPD's own address). Resolve URI against the
-	// manifest's URL joined with Base: see Ref.Resolve.
+	// manifest's URL joined with Base: see Ref.Resolve. A SegmentTemplate
+	// at AdaptationSet level is reported once, with the AdaptationSet's
+	// scope; a Representation's own BaseURL is reported (and can be
+	// rewritten) as a ref of its own.
 	Base string
 	// Duration is the media a segment or part holds, when the manifest
 	// says (#EXTINF, EXT-X-PART DURATION, DASH @duration/@timescale or a
@@ -226,6 +232,12 @@ var ErrReplacement = errors.New("manifest: replacement would change the manifest
 // tags and elements unknown here, comments, line endings, a byte-order
 // mark. In an MPD the replacement is XML-escaped as it is written; in HLS
 // it must not contain a line break (nor a double quote, in an attribute).
+//
+// Some URIs are not handed to fn and so stay as they are: an HLS URI
+// attribute that is not a quoted string (the spec requires one), MPD
+// element text split by a comment or held in CDATA, and URLs that are not
+// media (UTCTiming, ProgramInformation, Event data). Left untokened, a
+// fetch of one of those is refused, not let through.
 //
 // When fn changes nothing, Rewrite returns body itself. On error the
 // manifest could not be read (or a replacement could not be written) and
