@@ -236,8 +236,8 @@ var ErrReplacement = errors.New("manifest: replacement would change the manifest
 // Some URIs are not handed to fn and so stay as they are: an HLS URI
 // attribute that is not a quoted string (the spec requires one), MPD
 // element text split by a comment or held in CDATA, and URLs that are not
-// media (UTCTiming, ProgramInformation, Event data). Left untokened, a
-// fetch of one of those is refused, not let through.
+// media (UTCTiming, ProgramInformation, Event data). A player fetches
+// those without the token; what that fetch gets is the caller's policy.
 //
 // When fn changes nothing, Rewrite returns body itself. On error the
 // manifest could not be read (or a replacement could not be written) and

@@ -202,3 +202,52 @@ func BenchmarkRewriteHLS(b *testing.B) {
 		}
 	}
 }
+
+// The issue's rule on the fixtures: relative, root-relative and absolute
+// URIs on the origin's host carry the token; foreign hosts (key servers,
+// ad servers, steering servers) and non-HTTP schemes are left alone.
+func TestTokenOnOriginOnly(t *testing.T) {
+	for _, c := range []struct {
+		fixture, manifestURL string
+		foreign              []string // the URIs left alone, in order
+	}{
+		{"nginx_vod_master.m3u8", "https://video.example.com/hls/title1.mp4/master.m3u8", nil},
+		{"nginx_vod_index.m3u8", "https://video.example.com/hls/title1.mp4/index-v1-a1.m3u8", nil},
+		{"relative_parent.m3u8", "https://video.example.com/a/b/c/index.m3u8", nil},
+		{"absolute_path.m3u8", "https://video.example.com/a/index.m3u8", nil},
+		{"encrypted.m3u8", "https://video.example.com/enc/index.m3u8", []string{"https://keys.example.net/v1/key?id=42&kid=7"}},
+		{"daterange.m3u8", "https://video.example.com/main.m3u8", []string{"https://ads.example.net/break1/master.m3u8"}},
+		{"apple_master.m3u8", "https://video.example.com/master.m3u8", []string{"skd://keys.example.net/title1"}},
+		{"live_location.mpd", "https://live.example.com/channel1/manifest.mpd", []string{"https://steering.example.net/dash.dcsm"}},
+		{"shaka_timeline.mpd", "https://video.example.com/vod/title1/manifest.mpd", nil},
+		// Served from another host than its BaseURL names: all foreign but
+		// what resolves through no BaseURL.
+		{"escaped.mpd", "https://other.example.com/manifest.mpd", []string{
+			"https://video.example.com/signed/?policy=p1&sig=Zm9v&exp=1764500000", "init.mp4?a=1&b=2", `seg-$Number$.m4s?a=1&b="x"`}},
+	} {
+		body, err := os.ReadFile("testdata/" + c.fixture)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := mustURL(t, c.manifestURL)
+		var foreign []string
+		out, err := Rewrite(Detect("", c.fixture), body, func(r Ref) (string, bool) {
+			u, err := r.Resolve(base)
+			if err != nil || !SameHost(u, []string{base.Host}) {
+				foreign = append(foreign, r.URI)
+				return "", false
+			}
+			return r.URI + marker, true
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", c.fixture, err)
+		}
+		if strings.Join(foreign, "\n") != strings.Join(c.foreign, "\n") {
+			t.Errorf("%s: left alone %q, want %q", c.fixture, foreign, c.foreign)
+		}
+		refs, _ := Refs(Detect("", c.fixture), body)
+		if n := strings.Count(string(out), marker); n != len(refs)-len(c.foreign) {
+			t.Errorf("%s: %d URIs carry the token, want %d", c.fixture, n, len(refs)-len(c.foreign))
+		}
+	}
+}
