@@ -242,9 +242,7 @@ func (s *dashScanner) start(lt int) (int, error) {
 		}
 		s.root = true
 	}
-	if err := s.push(qname, name, attrs); err != nil {
-		return 0, err
-	}
+	s.push(qname, name, attrs)
 	if _, ok := dashURIText[name]; ok && !selfClose {
 		s.stack[len(s.stack)-1].text = p
 	}
@@ -254,7 +252,7 @@ func (s *dashScanner) start(lt int) (int, error) {
 	return p, s.flush()
 }
 
-func (s *dashScanner) push(qname []byte, name string, attrs []xmlAttr) error {
+func (s *dashScanner) push(qname []byte, name string, attrs []xmlAttr) {
 	f := dashFrame{qname: qname, name: name, text: -1, timescale: 1}
 	if n := len(s.stack); n > 0 {
 		parent := &s.stack[n-1]
@@ -304,7 +302,6 @@ func (s *dashScanner) push(qname []byte, name string, attrs []xmlAttr) error {
 		r.Template = name == "SegmentTemplate" && strings.Contains(r.URI, "$")
 		s.emit(a.start, a.end, r, role == RoleSegment, depth)
 	}
-	return nil
 }
 
 // addRun records a SegmentTimeline S in the innermost open template or list.

@@ -6,12 +6,9 @@
 package manifest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
-	"net"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -33,59 +30,6 @@ func (k Kind) String() string {
 		return "DASH"
 	}
 	return "none"
-}
-
-// Detect tells a manifest by its Content-Type and, when the type says
-// nothing definite (missing, octet-stream, plain text, generic XML, as many
-// origins and object stores serve them), by the extension of its URL path.
-// A definite other type wins over the extension, so that an HTML error page
-// served for a .m3u8 path is not read as a playlist.
-func Detect(contentType, path string) Kind {
-	mt := contentType
-	if i := strings.IndexByte(mt, ';'); i >= 0 {
-		mt = mt[:i]
-	}
-	switch strings.ToLower(strings.TrimSpace(mt)) {
-	case "application/vnd.apple.mpegurl", "application/x-mpegurl",
-		"audio/mpegurl", "audio/x-mpegurl":
-		return HLS
-	case "application/dash+xml", "video/vnd.mpeg.dash.mpd":
-		return DASH
-	case "", "application/octet-stream", "binary/octet-stream",
-		"text/plain", "application/xml", "text/xml":
-	default:
-		return None
-	}
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
-		path = path[:i]
-	}
-	path = strings.ToLower(path)
-	switch {
-	case strings.HasSuffix(path, ".m3u8"):
-		return HLS
-	case strings.HasSuffix(path, ".mpd"):
-		return DASH
-	}
-	return None
-}
-
-var bom = []byte("\xef\xbb\xbf")
-
-// Sniff tells a manifest by its first bytes, for origins whose type and
-// path both say nothing: an HLS playlist must begin with #EXTM3U; an MPD
-// has an MPD element near its start.
-func Sniff(body []byte) Kind {
-	body = bytes.TrimPrefix(body, bom)
-	if bytes.HasPrefix(body, []byte("#EXTM3U")) {
-		return HLS
-	}
-	// The root may follow an XML declaration and comments, and may carry
-	// a namespace prefix (<mpd:MPD>).
-	head := body[:min(len(body), 2048)]
-	if bytes.Contains(head, []byte("<MPD")) || bytes.Contains(head, []byte(":MPD")) && bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte("<")) {
-		return DASH
-	}
-	return None
 }
 
 // Role says what a URI in a manifest points at.
@@ -148,73 +92,6 @@ type Ref struct {
 	// Tag names where the URI was found (EXT-X-MAP, SegmentTemplate@media):
 	// for logs and errors.
 	Tag string
-}
-
-// Resolve is where r points, given the URL the manifest itself was fetched
-// from (after redirects: players resolve against the final URL).
-func (r Ref) Resolve(manifest *url.URL) (*url.URL, error) {
-	base := manifest
-	if r.Base != "" {
-		b, err := Resolve(manifest, r.Base)
-		if err != nil {
-			return nil, err
-		}
-		base = b
-	}
-	return Resolve(base, r.URI)
-}
-
-// Resolve resolves a manifest URI against a base URL the way players do
-// (RFC 3986): ../ climbs, an absolute path replaces the path, an absolute
-// URL replaces everything, and a relative URI does not inherit the base's
-// query string.
-func Resolve(base *url.URL, ref string) (*url.URL, error) {
-	u, err := url.Parse(ref)
-	if err != nil {
-		return nil, err
-	}
-	return base.ResolveReference(u), nil
-}
-
-// SameHost reports whether u is an http or https URL on one of hosts. A
-// host without a port matches any port; with one, only that port; a
-// leading "*." matches any subdomain. Other schemes (skd:// FairPlay keys,
-// data: URIs) never match: they are not fetched from the origin.
-func SameHost(u *url.URL, hosts []string) bool {
-	if u == nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return false
-	}
-	name := strings.ToLower(u.Hostname())
-	for _, h := range hosts {
-		h = strings.ToLower(strings.TrimSpace(h))
-		hn, port, err := net.SplitHostPort(h)
-		if err != nil { // no port
-			hn, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), ""
-		}
-		if port != "" && port != effectivePort(u) {
-			continue
-		}
-		if rest, ok := strings.CutPrefix(hn, "*."); ok {
-			if strings.HasSuffix(name, "."+rest) {
-				return true
-			}
-		} else if name == hn {
-			return true
-		}
-	}
-	return false
-}
-
-// effectivePort is u's port, or its scheme's default when it names none,
-// so that "example.com:443" matches https://example.com/.
-func effectivePort(u *url.URL) string {
-	if p := u.Port(); p != "" {
-		return p
-	}
-	if u.Scheme == "https" {
-		return "443"
-	}
-	return "80"
 }
 
 // ErrNotManifest is returned when a body is not of the kind it was said to
