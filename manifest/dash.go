@@ -46,6 +46,7 @@ type dashFrame struct {
 	// timescale and duration are the segment timing in scope, from the
 	// nearest SegmentTemplate or SegmentList here or above.
 	timescale, duration uint64
+	startNumber         uint64
 	seg                 *dashSeg // for a SegmentTemplate or SegmentList
 	text                int      // for a URI-text element: where its text starts; -1 once it holds anything else
 }
@@ -58,9 +59,13 @@ type dashSeg struct {
 	first int // its first ref in pending
 }
 
-// dashRun is one SegmentTimeline S: n segments of d timescale units; n is
-// 0 for r="-1" (repeat until the next S or the Period's end).
-type dashRun struct{ d, n uint64 }
+// dashRun is one SegmentTimeline S as written: n segments of d timescale
+// units, from t if it says; n is 0 for r="-1" (repeat until the next S
+// or the Period's end).
+type dashRun struct {
+	t, d, n uint64
+	hasT    bool
+}
 
 type dashPending struct {
 	start, end int
@@ -253,12 +258,12 @@ func (s *dashScanner) start(lt int) (int, error) {
 }
 
 func (s *dashScanner) push(qname []byte, name string, attrs []xmlAttr) {
-	f := dashFrame{qname: qname, name: name, text: -1, timescale: 1}
+	f := dashFrame{qname: qname, name: name, text: -1, timescale: 1, startNumber: 1}
 	if n := len(s.stack); n > 0 {
 		parent := &s.stack[n-1]
 		parent.text = -1
 		f.outer, f.base = parent.base, parent.base
-		f.timescale, f.duration = parent.timescale, parent.duration
+		f.timescale, f.duration, f.startNumber = parent.timescale, parent.duration, parent.startNumber
 	}
 	switch name {
 	case "MPD":
@@ -275,11 +280,16 @@ func (s *dashScanner) push(qname []byte, name string, attrs []xmlAttr) {
 				if v, err := strconv.ParseUint(string(s.b[a.start:a.end]), 10, 64); err == nil {
 					f.duration = v
 				}
+			case "startNumber":
+				if v, err := strconv.ParseUint(string(s.b[a.start:a.end]), 10, 64); err == nil {
+					f.startNumber = v
+				}
 			}
 		}
 		// Representations after an AdaptationSet's template inherit its timing.
 		if n := len(s.stack); n > 0 {
-			s.stack[n-1].timescale, s.stack[n-1].duration = f.timescale, f.duration
+			parent := &s.stack[n-1]
+			parent.timescale, parent.duration, parent.startNumber = f.timescale, f.duration, f.startNumber
 		}
 		s.open++
 	case "S":
@@ -317,6 +327,9 @@ func (s *dashScanner) addRun(attrs []xmlAttr) {
 	for _, a := range attrs {
 		v := string(s.b[a.start:a.end])
 		switch string(a.name) {
+		case "t":
+			run.t, _ = strconv.ParseUint(v, 10, 64)
+			run.hasT = true
 		case "d":
 			run.d, _ = strconv.ParseUint(v, 10, 64)
 		case "r":
@@ -418,6 +431,7 @@ func (s *dashScanner) pop() {
 		}
 		constant = ticks(d, f.timescale)
 	}
+	var tl *Timeline
 	run, used := 0, uint64(0) // the next SegmentURL's place in the timeline
 	for i := f.seg.first; i < len(s.pending); i++ {
 		p := &s.pending[i]
@@ -427,6 +441,12 @@ func (s *dashScanner) pop() {
 		p.media = false
 		if len(f.seg.runs) == 0 || !f.seg.list {
 			p.ref.Duration = constant
+			if len(f.seg.runs) > 0 {
+				if tl == nil {
+					tl = newTimeline(f.seg.runs, f.timescale, f.startNumber)
+				}
+				p.ref.Timeline = tl
+			}
 			continue
 		}
 		if run < len(f.seg.runs) {

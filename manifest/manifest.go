@@ -85,6 +85,10 @@ type Ref struct {
 	// says (#EXTINF, EXT-X-PART DURATION, DASH @duration/@timescale or a
 	// SegmentTimeline whose segments are all alike); zero otherwise.
 	Duration time.Duration
+	// Timeline is set for the media URI of a DASH SegmentTemplate with a
+	// SegmentTimeline: it gives each segment's duration by $Number$ or
+	// $Time$, also when they differ and Duration is zero.
+	Timeline *Timeline
 	// Template is set for a DASH SegmentTemplate URI with $identifiers$
 	// ($Number$, $Time$, $RepresentationID$, $Bandwidth$): URI stands for
 	// many segments, each of Duration when that is constant.

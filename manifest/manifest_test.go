@@ -44,6 +44,9 @@ func formatRefs(refs []Ref) string {
 		if r.Template {
 			sb.WriteString(" template")
 		}
+		if r.Timeline != nil {
+			fmt.Fprintf(&sb, " timeline=%d", len(r.Timeline.runs))
+		}
 		if r.Base != "" {
 			fmt.Fprintf(&sb, " base=%s", r.Base)
 		}
