@@ -23,6 +23,7 @@ func TestArchitecture(t *testing.T) {
 		"caddymodule":         {ours: []string{"lease"}, caddy: true},
 		"lease":               {noHTTP: true},
 		"lease/leasetest":     {ours: []string{"lease"}, noHTTP: true},
+		"manifest":            {noHTTP: true},
 		"internal/loopback":   {},
 		"internal/redistest":  {ours: []string{"internal/loopback"}},
 		"internal/origintest": {ours: []string{"internal/loopback"}},

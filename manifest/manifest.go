@@ -1,0 +1,245 @@
+// Package manifest reads and rewrites the HLS playlists and DASH MPDs that
+// the limiter proxies, so that every URI in them can be made to carry a
+// stream's token. It changes only the bytes of the URIs it is told to change
+// and passes every other byte through untouched, and it tells the caller what
+// each URI is (a variant, a segment, a key...) and how much media it holds.
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Kind is the manifest format of a response.
+type Kind int
+
+const (
+	None Kind = iota // not a manifest: pass it on unread
+	HLS              // an M3U8 playlist, master or media
+	DASH             // an MPD
+)
+
+func (k Kind) String() string {
+	switch k {
+	case HLS:
+		return "HLS"
+	case DASH:
+		return "DASH"
+	}
+	return "none"
+}
+
+// Role says what a URI in a manifest points at.
+type Role int
+
+const (
+	RoleOther           Role = iota // a URI attribute of a tag or element not listed below
+	RolePlaylist                    // HLS: a variant playlist (the line after EXT-X-STREAM-INF)
+	RoleMedia                       // HLS: a rendition playlist (EXT-X-MEDIA)
+	RoleIFramePlaylist              // HLS: EXT-X-I-FRAME-STREAM-INF
+	RoleSegment                     // a media segment: an HLS URI line, DASH SegmentTemplate@media, SegmentURL@media
+	RoleInit                        // an initialization section: EXT-X-MAP, DASH @initialization, Initialization@sourceURL
+	RoleIndex                       // DASH: a segment index (@index, RepresentationIndex@sourceURL)
+	RoleKey                         // HLS: EXT-X-KEY, EXT-X-SESSION-KEY
+	RolePart                        // HLS: an LL-HLS partial segment (EXT-X-PART)
+	RolePreloadHint                 // HLS: EXT-X-PRELOAD-HINT
+	RoleRenditionReport             // HLS: EXT-X-RENDITION-REPORT
+	RoleSessionData                 // HLS: EXT-X-SESSION-DATA
+	RoleSteering                    // content steering: EXT-X-CONTENT-STEERING SERVER-URI, DASH ContentSteering
+	RoleAsset                       // HLS interstitials: EXT-X-DATERANGE X-ASSET-URI, X-ASSET-LIST
+	RoleBaseURL                     // DASH: BaseURL at any level
+	RoleLocation                    // DASH: Location and PatchLocation, where a live MPD is refreshed from
+)
+
+var roleNames = [...]string{"other", "playlist", "media", "iframe-playlist", "segment", "init", "index",
+	"key", "part", "preload-hint", "rendition-report", "session-data", "steering", "asset", "base-url", "location"}
+
+func (r Role) String() string {
+	if r >= 0 && int(r) < len(roleNames) {
+		return roleNames[r]
+	}
+	return fmt.Sprintf("Role(%d)", int(r))
+}
+
+// Ref is one URI of a manifest, as Rewrite hands it to its callback.
+type Ref struct {
+	Role Role
+	// URI is the reference as the manifest means it: without the quotes of
+	// an HLS attribute, XML-unescaped in an MPD. It may be relative, and in
+	// HLS it may hold EXT-X-DEFINE variables ({$name}), left unexpanded.
+	URI string
+	// Base is, in an MPD, the BaseURL in scope for URI, already combined
+	// from the enclosing levels (MPD, Period, AdaptationSet,
+	// Representation); for a BaseURL it is the scope outside it. Empty
+	// when no BaseURL is in scope, and always empty in HLS (and for
+	// Location, which is the MPD's own address). Resolve URI against the
+	// manifest's URL joined with Base: see Ref.Resolve. A SegmentTemplate
+	// at AdaptationSet level is reported once, with the AdaptationSet's
+	// scope; a Representation's own BaseURL is reported (and can be
+	// rewritten) as a ref of its own.
+	Base string
+	// Duration is the media a segment or part holds, when the manifest
+	// says (#EXTINF, EXT-X-PART DURATION, DASH @duration/@timescale or a
+	// SegmentTimeline whose segments are all alike); zero otherwise.
+	Duration time.Duration
+	// Timeline is set for the media URI of a DASH SegmentTemplate with a
+	// SegmentTimeline: it gives each segment's duration by $Number$ or
+	// $Time$, also when they differ and Duration is zero.
+	Timeline *Timeline
+	// Template is set for a DASH SegmentTemplate URI with $identifiers$
+	// ($Number$, $Time$, $RepresentationID$, $Bandwidth$): URI stands for
+	// many segments, each of Duration when that is constant.
+	Template bool
+	// Tag names where the URI was found (EXT-X-MAP, SegmentTemplate@media):
+	// for logs and errors.
+	Tag string
+}
+
+// ErrNotManifest is returned when a body is not of the kind it was said to
+// be (an HTML error page behind a .m3u8 path): pass it on unread.
+var ErrNotManifest = errors.New("manifest: body is not a manifest of that kind")
+
+// ErrReplacement is returned when the callback's replacement cannot be
+// written where the URI stood without changing the manifest's structure (a
+// line break in an HLS URI, a double quote in an HLS attribute).
+var ErrReplacement = errors.New("manifest: replacement would change the manifest's structure")
+
+// Rewrite calls fn for every URI of the manifest, in document order, and
+// returns the manifest with each URI for which fn returns true replaced by
+// the string it returns. Every other byte is passed through as it came:
+// tags and elements unknown here, comments, line endings, a byte-order
+// mark. In an MPD the replacement is XML-escaped as it is written; in HLS
+// it must not contain a line break (nor a double quote, in an attribute).
+//
+// Some URIs are not handed to fn and so stay as they are: an HLS URI
+// attribute that is not a quoted string (the spec requires one), MPD
+// element text split by a comment or held in CDATA, and URLs that are not
+// media (UTCTiming, ProgramInformation, Event data). A player fetches
+// those without the token; what that fetch gets is the caller's policy.
+//
+// When fn changes nothing, Rewrite returns body itself. On error the
+// manifest could not be read (or a replacement could not be written) and
+// the caller should serve it untouched or refuse it, as its policy says.
+func Rewrite(kind Kind, body []byte, fn func(Ref) (string, bool)) ([]byte, error) {
+	w := writer{body: body, fn: fn}
+	var err error
+	switch kind {
+	case HLS:
+		err = scanHLS(body, &w, nil)
+	case DASH:
+		err = scanDASH(body, &w, nil)
+	default:
+		return nil, fmt.Errorf("manifest: cannot rewrite kind %v", kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if w.out == nil {
+		return body, nil
+	}
+	return append(w.out, body[w.last:]...), nil
+}
+
+// Refs lists the URIs of a manifest in document order, as Rewrite would
+// hand them to its callback.
+func Refs(kind Kind, body []byte) ([]Ref, error) {
+	var refs []Ref
+	_, err := Rewrite(kind, body, func(r Ref) (string, bool) {
+		refs = append(refs, r)
+		return "", false
+	})
+	return refs, err
+}
+
+// span says how a replacement is written where a URI stood.
+type span int
+
+const (
+	spanLine   span = iota // an HLS URI line
+	spanQuoted             // an HLS quoted-string attribute value
+	spanXML                // an MPD attribute value or element text
+)
+
+// writer builds the output from the spans the scanners find, copying the
+// bytes between them; it allocates nothing until fn changes something.
+type writer struct {
+	body []byte
+	fn   func(Ref) (string, bool)
+	out  []byte
+	last int // body[:last] is already in out (or unchanged)
+}
+
+func (w *writer) ref(start, end int, r Ref, how span) error {
+	if w.fn == nil {
+		return nil
+	}
+	repl, ok := w.fn(r)
+	if !ok || start < w.last || end > len(w.body) {
+		return nil
+	}
+	switch how {
+	case spanLine:
+		if repl == "" || repl[0] == '#' || strings.ContainsAny(repl, "\r\n") {
+			return fmt.Errorf("%w: %s %q", ErrReplacement, r.Tag, repl)
+		}
+	case spanQuoted:
+		if strings.ContainsAny(repl, "\"\r\n") {
+			return fmt.Errorf("%w: %s %q", ErrReplacement, r.Tag, repl)
+		}
+	}
+	if w.out == nil {
+		// Room for a token on most URIs without regrowing.
+		w.out = make([]byte, 0, len(w.body)+len(w.body)/2+64)
+	}
+	w.out = append(w.out, w.body[w.last:start]...)
+	if how == spanXML {
+		w.out = appendXMLEscaped(w.out, repl)
+	} else {
+		w.out = append(w.out, repl...)
+	}
+	w.last = end
+	return nil
+}
+
+// seconds turns a duration in (possibly fractional) seconds into a
+// time.Duration, or 0 when it is not a sensible media duration.
+func seconds(s float64) time.Duration {
+	if !(s > 0) || s > 1e8 { // NaN, negative, or more than three years
+		return 0
+	}
+	return time.Duration(math.Round(s * float64(time.Second)))
+}
+
+// Summary is what a manifest says about its media as a whole, for leases
+// that follow playback.
+type Summary struct {
+	// Master is set for an HLS master playlist (it lists variants).
+	Master bool
+	// TargetDuration bounds every segment's duration: HLS
+	// EXT-X-TARGETDURATION, DASH MPD@maxSegmentDuration. Zero if unsaid.
+	TargetDuration time.Duration
+	// Segments counts the media segments of an HLS media playlist.
+	Segments int
+	// Total is the media the manifest holds: in HLS the sum of its #EXTINF
+	// durations, in DASH MPD@mediaPresentationDuration. Zero if unsaid.
+	Total time.Duration
+	// Ended is set when no more media will be added: HLS EXT-X-ENDLIST or
+	// PLAYLIST-TYPE:VOD, a DASH MPD whose type is not dynamic.
+	Ended bool
+}
+
+// Summarize reads a manifest's Summary.
+func Summarize(kind Kind, body []byte) (Summary, error) {
+	var sum Summary
+	w := writer{body: body}
+	switch kind {
+	case HLS:
+		return sum, scanHLS(body, &w, &sum)
+	case DASH:
+		return sum, scanDASH(body, &w, &sum)
+	}
+	return sum, fmt.Errorf("manifest: cannot summarize kind %v", kind)
+}
