@@ -290,6 +290,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
 	}
+	if carried.inPath {
+		r = withTokenInPath(r)
+	}
 	if isPreflight(r) {
 		// CORS preflights are not playback: passed on and counted nowhere,
 		// but with the origin's headers only, so that an origin that answers
@@ -484,6 +487,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		}
 	}()
 	w.Header().Set(StreamIDHeader, ref.id)
+	if h.PathToken && h.session() {
+		return h.serveRewriting(w, r.WithContext(ctx), next, ref.id)
+	}
 	return next.ServeHTTP(w, r.WithContext(ctx))
 }
 

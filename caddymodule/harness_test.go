@@ -203,6 +203,12 @@ func (p *proxy) do(method, path, user string, hdr ...string) (*http.Response, st
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	resp, err := client.Do(req)
+	// A connection reset while a config starts or hands over: a GET is
+	// safe to send again, as a player would.
+	for attempt := 2; err != nil && attempt <= 3 && (method == http.MethodGet || method == http.MethodHead); attempt++ {
+		time.Sleep(100 * time.Millisecond)
+		resp, err = client.Do(req)
+	}
 	if err != nil {
 		p.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -231,11 +237,22 @@ func (p *proxy) open(path, user string, hdr ...string) *liveStream {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	tr := &http.Transport{DisableKeepAlives: true}
-	ctxReq, cancel := withCancel(req)
-	resp, err := (&http.Client{Transport: tr}).Do(ctxReq)
-	if err != nil {
+	var resp *http.Response
+	var cancel func()
+	// A connection accepted just as a reloaded config hands over may be
+	// closed unanswered: try again, as a player would.
+	for attempt := 1; ; attempt++ {
+		var ctxReq *http.Request
+		ctxReq, cancel = withCancel(req)
+		resp, err = (&http.Client{Transport: tr}).Do(ctxReq)
+		if err == nil {
+			break
+		}
 		cancel()
-		p.t.Fatalf("open %s: %v", path, err)
+		if attempt == 3 {
+			p.t.Fatalf("open %s: %v", path, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	s := &liveStream{resp: resp, cancel: func() { cancel(); tr.CloseIdleConnections() }, done: make(chan error, 1)}
 	go func() {

@@ -36,6 +36,7 @@ const PathTokenPrefix = "~sl-"
 type carriedID struct {
 	id         string
 	fromCookie bool
+	inPath     bool // it came as the path token
 }
 
 // takeStreamID returns the stream id a request carries, in the Stream-Id
@@ -72,8 +73,9 @@ func takeStreamID(r *http.Request, pathToken bool) (carriedID, error) {
 	if id == "" {
 		return carriedID{}, nil
 	}
+	inPath := fromPath != "" && id == fromPath
 	id, err := parseStreamID(id)
-	return carriedID{id: id}, err
+	return carriedID{id: id, inPath: inPath}, err
 }
 
 // StreamIDCookie carries the stream id, with path_token, for players that

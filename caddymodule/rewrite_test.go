@@ -1,0 +1,187 @@
+package caddymodule
+
+import (
+	"compress/gzip"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
+	"github.com/streamlimit/caddy-streamlimit/internal/testmedia"
+)
+
+// TestManifestsAreRewrittenForEveryLayout plays each packager layout of
+// the test media with stock ffmpeg through a limiter with path_token and
+// limit 1. The manifests it is served are rewritten, so every segment,
+// wherever the manifest points (../, an absolute path, an absolute URL on
+// the request's own host, a rendition's subdirectory, an EXT-X-MAP, a DASH
+// template), carries the stream: the whole title is served as one stream
+// (a second one would be refused at limit 1), and the origin never sees a
+// token.
+func TestManifestsAreRewrittenForEveryLayout(t *testing.T) {
+	needFFmpeg(t)
+	dir := testmedia.Dir(t)
+	origin := origintest.StartWith(t, testmedia.Origin(dir))
+	p := startCaddy(t, `
+	route /* {
+		stream_limit {
+			mode session
+			path_token
+			limit 1
+			list_path /streams
+		}
+		reverse_proxy `+origin.Addr+`
+	}`)
+	for _, layout := range testmedia.Layouts {
+		t.Run(layout, func(t *testing.T) {
+			user := "viewer-" + layout
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			before := len(origin.Paths())
+			// -map 0: every rendition, so that every playlist is read.
+			out, err := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+				"-headers", "X-User-Id: "+user+"\r\n", "-i", p.url(testmedia.Entry[layout]),
+				"-map", "0", "-c", "copy", "-f", "null", "-").CombinedOutput()
+			if err != nil {
+				t.Fatalf("ffmpeg: %v\n%s", err, out)
+			}
+			if n := admittedFor(p, user); n != 1 {
+				t.Fatalf("the playback held %d streams, want 1", n)
+			}
+			served := map[string]bool{}
+			for _, path := range origin.Paths() {
+				if strings.Contains(path, PathTokenPrefix) {
+					t.Fatalf("the origin saw a token: %s", path)
+				}
+				served[path] = true
+			}
+			// Every media file of the layout was served (ffmpeg reads all
+			// renditions it maps).
+			files, _ := filepath.Glob(filepath.Join(dir, layout, "**", "*"))
+			more, _ := filepath.Glob(filepath.Join(dir, layout, "*"))
+			missing := 0
+			for _, f := range append(files, more...) {
+				if st, err := os.Stat(f); err != nil || st.IsDir() {
+					continue
+				}
+				rel := "/" + filepath.ToSlash(strings.TrimPrefix(f, dir+string(filepath.Separator)))
+				if (strings.HasSuffix(rel, ".ts") || strings.HasSuffix(rel, ".m4s")) && !served[rel] {
+					missing++
+				}
+			}
+			if missing > 0 {
+				t.Fatalf("%d segments of %s never reached the origin (%d requests served)", missing, layout, len(origin.Paths())-before)
+			}
+		})
+	}
+}
+
+// admittedFor is how many streams the user holds now or held within the
+// lease: the list of its live streams.
+func admittedFor(p *proxy, user string) int {
+	return len(p.listed("/streams", user))
+}
+
+// TestManifestsRewrittenBehindPrefixes: the rewritten URIs are relative to
+// the manifest the client asked for, so they stay right when Caddy strips
+// or rewrites a prefix before the limiter sees the request.
+func TestManifestsRewrittenBehindPrefixes(t *testing.T) {
+	needFFmpeg(t)
+	origin := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
+	p := startCaddy(t, `
+	handle_path /video/* {
+		stream_limit {
+			mode session
+			path_token
+			limit 1
+		}
+		reverse_proxy `+origin.Addr+`
+	}`)
+	for _, layout := range []string{"updir", "abspath", "sameurl", "renditions"} {
+		t.Run(layout, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+				"-headers", "X-User-Id: prefixed-"+layout+"\r\n", "-i", p.url("/video"+testmedia.Entry[layout]),
+				"-map", "0", "-c", "copy", "-f", "null", "-").CombinedOutput()
+			if err != nil {
+				t.Fatalf("ffmpeg behind handle_path: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestManifestResponsesAreRewrittenWhole: whatever the origin does with
+// the manifest's encoding, validators and ranges, the client gets the
+// whole rewritten manifest, with a length that matches, and nothing a
+// shared cache or a conditional request could hand to another stream.
+func TestManifestResponsesAreRewrittenWhole(t *testing.T) {
+	const playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n/segments/a000.ts\n#EXT-X-ENDLIST\n"
+	origin := origintest.StartWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// (Accept-Encoding: gzip may come from the proxy's own transport,
+		// which then decodes the answer itself.)
+		if r.Header.Get("Range") != "" || r.Header.Get("If-None-Match") != "" {
+			t.Errorf("the origin was asked for part or a validation of a manifest: %v", r.Header)
+		}
+		w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Last-Modified", "Mon, 30 Nov 2026 10:00:00 GMT")
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		if strings.Contains(r.URL.Path, "gzip") {
+			// Compressed although not asked to, as some origins do.
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			zw.Write([]byte(playlist))
+			zw.Close()
+			return
+		}
+		w.Write([]byte(playlist))
+	}))
+	p := startCaddy(t, `
+	route /* {
+		stream_limit {
+			mode session
+			path_token
+		}
+		reverse_proxy `+origin.Addr+`
+	}`)
+	for _, name := range []string{"plain", "gzip"} {
+		t.Run(name, func(t *testing.T) {
+			landed := p.tokenized("/m/"+name+"/index.m3u8", "wren")
+			id := strings.TrimPrefix(strings.Split(landed, "/")[3], PathTokenPrefix)
+			req, _ := http.NewRequest(http.MethodGet, p.url(landed), nil)
+			req.Header.Set("X-User-Id", "wren")
+			req.Header.Set("Range", "bytes=0-10")
+			req.Header.Set("If-None-Match", `"v1"`)
+			req.Header.Set("Accept-Encoding", "gzip")
+			resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			want := strings.Replace(playlist, "/segments/a000.ts", "../../../segments/"+PathTokenPrefix+id+"/a000.ts", 1)
+			if resp.StatusCode != http.StatusOK || string(body) != want {
+				t.Fatalf("%s\n%q\nwant\n%q", resp.Status, body, want)
+			}
+			if cl := resp.Header.Get("Content-Length"); cl != strconv.Itoa(len(want)) {
+				t.Fatalf("Content-Length %q for %d bytes", cl, len(want))
+			}
+			for _, h := range []string{"ETag", "Last-Modified", "Content-Encoding"} {
+				if v := resp.Header.Get(h); v != "" {
+					t.Fatalf("the rewritten manifest carries the origin's %s: %q", h, v)
+				}
+			}
+			if cc := resp.Header.Get("Cache-Control"); !strings.Contains(cc, "private") {
+				t.Fatalf("Cache-Control %q: a shared cache could hand this stream's manifest to another", cc)
+			}
+		})
+	}
+}
