@@ -20,7 +20,7 @@ func TestArchitecture(t *testing.T) {
 		noHTTP bool // knows nothing of HTTP either
 	}{
 		"":                    {ours: []string{"caddymodule"}},
-		"caddymodule":         {ours: []string{"lease"}, caddy: true},
+		"caddymodule":         {ours: []string{"lease", "manifest"}, caddy: true},
 		"lease":               {noHTTP: true},
 		"lease/leasetest":     {ours: []string{"lease"}, noHTTP: true},
 		"manifest":            {noHTTP: true},
