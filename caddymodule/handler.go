@@ -487,7 +487,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		}
 	}()
 	w.Header().Set(StreamIDHeader, ref.id)
-	if h.PathToken && h.session() {
+	if h.PathToken && h.session() && r.Method == http.MethodGet {
+		// (A HEAD has no body to rewrite.)
 		return h.serveRewriting(w, r.WithContext(ctx), next, ref.id)
 	}
 	return next.ServeHTTP(w, r.WithContext(ctx))
