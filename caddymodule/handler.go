@@ -291,7 +291,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
 	}
 	if carried.inPath {
-		r = withTokenInPath(r)
+		markTokenInPath(r)
 	}
 	if isPreflight(r) {
 		// CORS preflights are not playback: passed on and counted nowhere,

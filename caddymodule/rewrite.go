@@ -3,7 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -24,13 +24,15 @@ import (
 // handle_path, uri strip_prefix or rewrite. Other hosts (ad servers, key
 // servers) are left alone; every byte that is not a URI passes untouched.
 
-// maxManifest is the largest manifest rewritten; a larger one is passed on
-// as the origin sent it (and its URIs then carry no token).
+// maxManifest is the largest manifest held back and rewritten; a larger
+// one is refused (502) rather than buffered, or passed on without tokens.
 const maxManifest = 16 << 20
 
-// tokenInPath marks a request whose stream id came as a path token: the
-// directory the client resolves a manifest's URIs against holds the token.
-type tokenInPath struct{}
+// tokenInPathVar is the request variable that marks a request whose stream
+// id came as a path token: the directory the client resolves a manifest's
+// URIs against holds the token. (A variable, not a context value: it costs
+// no copy of the request on every segment.)
+const tokenInPathVar = "stream_limit.token_in_path"
 
 // prepareManifestRequest asks the origin for the whole manifest as it is:
 // not compressed, not a range, not a 304 (what the client cached was
@@ -106,7 +108,7 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 	}
 	body := mw.body.Bytes()
 	if mw.oversized {
-		h.logger.Warn("manifest larger than the rewriting limit; passed on without tokens",
+		h.logger.Warn("manifest larger than the rewriting limit; refused",
 			zap.String("zone", h.Zone), zap.String("path", r.URL.Path), zap.Int("limit", maxManifest))
 		return caddyhttp.Error(http.StatusBadGateway, errManifestTooLarge)
 	}
@@ -132,7 +134,7 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 		base.Scheme = "https"
 	}
 	dir := dirOf(r.URL.EscapedPath())
-	if inPath, _ := r.Context().Value(tokenInPath{}).(bool); inPath {
+	if inPath, _ := caddyhttp.GetVar(r.Context(), tokenInPathVar).(bool); inPath {
 		dir += PathTokenPrefix + id + "/"
 	}
 	out, rerr := manifest.Rewrite(kind, body, func(ref manifest.Ref) (string, bool) {
@@ -152,11 +154,7 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 	return writeManifest(w, mw.status, out)
 }
 
-var errManifestTooLarge = &manifestError{"manifest too large to rewrite"}
-
-type manifestError struct{ msg string }
-
-func (e *manifestError) Error() string { return e.msg }
+var errManifestTooLarge = errors.New("manifest too large to rewrite")
 
 func writeManifest(w http.ResponseWriter, status int, body []byte) error {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -215,7 +213,7 @@ func relativePath(dir, to string) string {
 	return b.String()
 }
 
-// withTokenInPath marks r as carrying its stream id in its path.
-func withTokenInPath(r *http.Request) *http.Request {
-	return r.WithContext(context.WithValue(r.Context(), tokenInPath{}, true))
+// markTokenInPath notes that r carries its stream id in its path.
+func markTokenInPath(r *http.Request) {
+	caddyhttp.SetVar(r.Context(), tokenInPathVar, true)
 }
