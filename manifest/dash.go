@@ -49,6 +49,7 @@ type dashFrame struct {
 	startNumber         uint64
 	seg                 *dashSeg // for a SegmentTemplate or SegmentList
 	text                int      // for a URI-text element: where its text starts; -1 once it holds anything else
+	track               string   // the kind of media in scope (Ref.Track)
 }
 
 // dashSeg is an open SegmentTemplate or SegmentList: its URIs wait until
@@ -264,8 +265,16 @@ func (s *dashScanner) push(qname []byte, name string, attrs []xmlAttr) {
 		parent.text = -1
 		f.outer, f.base = parent.base, parent.base
 		f.timescale, f.duration, f.startNumber = parent.timescale, parent.duration, parent.startNumber
+		f.track = parent.track
 	}
 	switch name {
+	case "AdaptationSet", "Representation":
+		if t := s.track(attrs); t != "" {
+			f.track = t
+			if t == "video" && s.sum != nil {
+				s.sum.Video = true
+			}
+		}
 	case "MPD":
 		s.summarizeMPD(attrs)
 	case "SegmentTemplate", "SegmentList":
@@ -308,10 +317,37 @@ func (s *dashScanner) push(qname []byte, name string, attrs []xmlAttr) {
 			(name == "SegmentTemplate" && string(a.name) == "bitstreamSwitching" && (string(v) == "true" || string(v) == "false")) {
 			continue
 		}
-		r := Ref{Role: role, URI: xmlUnescape(v), Base: f.base, Tag: name + "@" + string(a.name)}
+		r := Ref{Role: role, URI: xmlUnescape(v), Base: f.base, Track: f.track, Tag: name + "@" + string(a.name)}
 		r.Template = name == "SegmentTemplate" && strings.Contains(r.URI, "$")
 		s.emit(a.start, a.end, r, role == RoleSegment, depth)
 	}
+}
+
+// track is the kind of media an AdaptationSet's or Representation's
+// contentType or mimeType names, or "".
+func (s *dashScanner) track(attrs []xmlAttr) string {
+	var t string
+	for _, a := range attrs {
+		v := string(s.b[a.start:a.end])
+		switch string(a.name) {
+		case "contentType":
+			return trackOf(v)
+		case "mimeType":
+			t, _, _ = strings.Cut(v, "/")
+			t = trackOf(t)
+		}
+	}
+	return t
+}
+
+func trackOf(kind string) string {
+	switch kind {
+	case "video", "audio", "text":
+		return kind
+	case "application": // TTML and WebVTT in MP4 are application/mp4
+		return "text"
+	}
+	return ""
 }
 
 // addRun records a SegmentTimeline S in the innermost open template or list.
@@ -391,7 +427,7 @@ func (s *dashScanner) end(lt int, qname []byte) error {
 			te--
 		}
 		if ts < te {
-			r := Ref{Role: role, URI: xmlUnescape(s.b[ts:te]), Tag: f.name}
+			r := Ref{Role: role, URI: xmlUnescape(s.b[ts:te]), Track: f.track, Tag: f.name}
 			if role == RoleBaseURL {
 				r.Base = f.outer
 				if n >= 2 && !s.stack[n-2].ownBase {

@@ -166,6 +166,12 @@ func scanHLS(b []byte, w *writer, sum *Summary) error {
 				continue
 			}
 			r := Ref{Role: role, URI: string(b[a.start:a.end]), Duration: dur, Tag: string(name)}
+			if role == RoleMedia {
+				r.Track = hlsTrack(b, attrs)
+				if sum != nil && r.Track == "video" {
+					sum.Video = true
+				}
+			}
 			if err := w.ref(a.start, a.end, r, spanQuoted); err != nil {
 				return err
 			}
@@ -214,4 +220,22 @@ func parseHLSAttrs(b []byte, p, e int, dst []hlsAttr) []hlsAttr {
 		dst = append(dst, hlsAttr{name: name, start: vs, end: vs + len(bytes.TrimRight(b[vs:p], " \t"))})
 	}
 	return dst
+}
+
+// hlsTrack is the kind of media an EXT-X-MEDIA tag's TYPE names.
+func hlsTrack(b []byte, attrs []hlsAttr) string {
+	for _, a := range attrs {
+		if string(a.name) != "TYPE" {
+			continue
+		}
+		switch string(b[a.start:a.end]) {
+		case "VIDEO":
+			return "video"
+		case "AUDIO":
+			return "audio"
+		case "SUBTITLES", "CLOSED-CAPTIONS":
+			return "text"
+		}
+	}
+	return ""
 }

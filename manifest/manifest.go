@@ -93,6 +93,11 @@ type Ref struct {
 	// ($Number$, $Time$, $RepresentationID$, $Bandwidth$): URI stands for
 	// many segments, each of Duration when that is constant.
 	Template bool
+	// Track is the kind of media the URI belongs to, where the manifest
+	// says: "video", "audio" or "text" (HLS EXT-X-MEDIA TYPE; DASH
+	// contentType or mimeType of the AdaptationSet or Representation).
+	// Empty when unsaid, as for an HLS variant, which may hold any.
+	Track string
 	// Tag names where the URI was found (EXT-X-MAP, SegmentTemplate@media):
 	// for logs and errors.
 	Tag string
@@ -229,6 +234,8 @@ type Summary struct {
 	// Ended is set when no more media will be added: HLS EXT-X-ENDLIST or
 	// PLAYLIST-TYPE:VOD, a DASH MPD whose type is not dynamic.
 	Ended bool
+	// Video is set when some track is said to be video (see Ref.Track).
+	Video bool
 }
 
 // Summarize reads a manifest's Summary.

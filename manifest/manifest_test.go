@@ -47,6 +47,9 @@ func formatRefs(refs []Ref) string {
 		if r.Timeline != nil {
 			fmt.Fprintf(&sb, " timeline=%d", len(r.Timeline.runs))
 		}
+		if r.Track != "" {
+			fmt.Fprintf(&sb, " track=%s", r.Track)
+		}
 		if r.Base != "" {
 			fmt.Fprintf(&sb, " base=%s", r.Base)
 		}

@@ -50,9 +50,9 @@ func TestSummarize(t *testing.T) {
 		{"llhls.m3u8", HLS, Summary{TargetDuration: 4 * time.Second, Segments: 3, Total: 9000180 * time.Microsecond}},
 		{"apple_master.m3u8", HLS, Summary{Master: true}},
 		{"nginx_vod_index.m3u8", HLS, Summary{TargetDuration: 10 * time.Second, Segments: 3, Total: 24160 * time.Millisecond, Ended: true}},
-		{"shaka_timeline.mpd", DASH, Summary{Total: 12012 * time.Millisecond, Ended: true}},
-		{"bento4_number.mpd", DASH, Summary{TargetDuration: 4 * time.Second, Total: time.Minute, Ended: true}},
-		{"live_location.mpd", DASH, Summary{TargetDuration: 2 * time.Second}},
+		{"shaka_timeline.mpd", DASH, Summary{Total: 12012 * time.Millisecond, Ended: true, Video: true}},
+		{"bento4_number.mpd", DASH, Summary{TargetDuration: 4 * time.Second, Total: time.Minute, Ended: true, Video: true}},
+		{"live_location.mpd", DASH, Summary{TargetDuration: 2 * time.Second, Video: true}},
 	} {
 		body, err := os.ReadFile("testdata/" + c.fixture)
 		if err != nil {

@@ -35,6 +35,29 @@ func (tl *Timeline) ByNumber(n uint64) time.Duration {
 	return 0
 }
 
+// Average is the mean duration of the timeline's segments (of its last
+// run alone when that repeats to the Period's end), or 0.
+func (tl *Timeline) Average() time.Duration {
+	if tl == nil {
+		return 0
+	}
+	var total, n uint64
+	for _, r := range tl.runs {
+		if r.n == 0 {
+			return ticks(r.d, tl.timescale)
+		}
+		hi, lo := bits.Mul64(r.d, r.n)
+		if hi != 0 || total+lo < total {
+			return ticks(r.d, tl.timescale)
+		}
+		total, n = total+lo, n+r.n
+	}
+	if n == 0 {
+		return 0
+	}
+	return ticks(total, tl.timescale) / time.Duration(n)
+}
+
 // ByTime is the duration of the segment that starts at t ($Time$, in the
 // timescale), or 0 if no segment of the timeline starts there.
 func (tl *Timeline) ByTime(t uint64) time.Duration {

@@ -51,6 +51,10 @@ func TestTimeline(t *testing.T) {
 		{"live time off the grid", live.ByTime(323999820000 + 90000), 0},
 		{"live time before the first", live.ByTime(0), 0},
 		{"nil timeline", (*Timeline)(nil).ByNumber(1), 0},
+		{"audio average", audio.Average(), (192512 + 191488 + 192512) * time.Second / 3 / 48000},
+		{"video average", video.Average(), 4004 * time.Millisecond},
+		{"live average (r=-1)", live.Average(), 2 * time.Second},
+		{"nil average", (*Timeline)(nil).Average(), 0},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, c.got, c.want)
