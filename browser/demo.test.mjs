@@ -147,7 +147,7 @@ try {
 
 	step('every segment the players fetched carried a stream token');
 	assert.ok(segmentURLs.length >= 8, `segments fetched: ${segmentURLs.length}`);
-	const untokenized = segmentURLs.filter((u) => !/\/~sl-[0-9a-f-]{36}\//.test(u));
+	const untokenized = segmentURLs.filter((u) => !/\/~sl-[0-9a-f-]{36}\.d[\w-]{12}\.\d+\//.test(u));
 	assert.deepEqual(untokenized, [], 'segment URLs without a token');
 
 	assert.deepEqual(problems, [], 'errors on the page');

@@ -27,13 +27,13 @@ func TestBadInputTable(t *testing.T) {
 
 	// The victim: alice holds one stream.
 	landed := p.tokenized("/v/hls/index.m3u8", "alice")
-	aliceID := strings.TrimPrefix(strings.Split(landed, "/")[3], PathTokenPrefix)
+	aliceID := streamIDOf(landed)
 	// The caller's own stream, closed, then used again.
-	closed := strings.TrimPrefix(strings.Split(p.tokenized("/v/hls/index.m3u8", "mallory"), "/")[3], PathTokenPrefix)
-	p.do(http.MethodDelete, "/v/x", "mallory", StreamIDHeader, closed)
+	closedURL := p.tokenized("/v/hls/index.m3u8", "mallory")
+	p.do(http.MethodDelete, "/v/x", "mallory", StreamIDHeader, streamIDOf(closedURL))
 	// The caller's own stream, kicked by an operator.
-	kicked := strings.TrimPrefix(strings.Split(p.tokenized("/v/hls/index.m3u8", "kicked"), "/")[3], PathTokenPrefix)
-	p.adminDo(http.MethodDelete, "/stream_limit/zones/default/users/kicked/streams/"+kicked, "")
+	kickedURL := p.tokenized("/v/hls/index.m3u8", "kicked")
+	p.adminDo(http.MethodDelete, "/stream_limit/zones/default/users/kicked/streams/"+streamIDOf(kickedURL), "")
 
 	forgedV8 := "6f1c1c1e-2b4a-8c55-9d7e-2f4a8d9b0c11"
 	cases := []struct {
@@ -66,8 +66,11 @@ func TestBadInputTable(t *testing.T) {
 		{"malformed path token", "GET", "/v/hls/~sl-xyz/seg.ts", "m9", nil, 400, "bad_stream_id", false},
 		{"empty path token", "GET", "/v/hls/~sl-/seg.ts", "m10", nil, 400, "bad_stream_id", false},
 		{"two path tokens", "GET", "/v/~sl-" + aliceID + "/~sl-" + forgedV8 + "/seg.ts", "alice", nil, 400, "bad_stream_id", false},
-		{"revoked own id", "GET", "/v/hls/seg.ts", "kicked", []string{StreamIDHeader, kicked}, 409, "stream_revoked", false},
-		{"replayed own closed id", "GET", "/v/hls/seg.ts", "mallory", []string{StreamIDHeader, closed}, 409, "stream_revoked", false},
+		{"revoked own id", "GET", kickedURL, "kicked", nil, 409, "stream_revoked", false},
+		{"replayed own closed id", "GET", closedURL, "mallory", nil, 409, "stream_revoked", false},
+		{"own live id, bare, with path_token", "GET", "/v/hls/seg.ts", "alice", []string{StreamIDHeader, aliceID}, 404, "stream_not_found", false},
+		{"own token on another title", "GET", strings.Replace(landed, "/hls/", "/other/", 1), "alice", nil, 404, "stream_not_found", false},
+		{"own manifest token on a segment", "GET", strings.Replace(landed, "index.m3u8", "seg00.ts", 1), "alice", nil, 404, "stream_not_found", false},
 		{"DELETE without an id", "DELETE", "/v/hls/index.m3u8", "m11", nil, 400, "missing_stream_id", false},
 		{"DELETE with a malformed id", "DELETE", "/v/hls/index.m3u8", "m12", []string{StreamIDHeader, "x"}, 400, "bad_stream_id", false},
 		{"DELETE with a forged id", "DELETE", "/v/hls/index.m3u8", "m13", []string{StreamIDHeader, forgedV8}, 404, "stream_not_found", false},
@@ -162,12 +165,18 @@ func TestOriginNeverSeesAStreamID(t *testing.T) {
 		}
 		reverse_proxy `+upstream+`
 	}
+	route /h/* {
+		stream_limit {
+			mode session
+		}
+		reverse_proxy `+upstream+`
+	}
 	route /c/* {
 		stream_limit
 		reverse_proxy `+upstream+`
 	}`)
 	landed := p.tokenized("/s/hls/index.m3u8", "viewer")
-	id := strings.TrimPrefix(strings.Split(landed, "/")[3], PathTokenPrefix)
+	id := p.start("/h/hls/index.m3u8", "viewer")
 	mu.Lock()
 	seen = nil
 	mu.Unlock()
@@ -178,12 +187,12 @@ func TestOriginNeverSeesAStreamID(t *testing.T) {
 		wantQuery  string
 		wantCookie string
 	}{
-		{"header", "/s/hls/seg0.ts", []string{StreamIDHeader, id}, "", ""},
-		{"query among others", "/s/hls/seg0.ts?a=1&stream_id=" + id + "&b=%20x+y", nil, "a=1&b=%20x+y", ""},
-		{"percent-encoded query name", "/s/hls/seg0.ts?stream%5Fid=" + id + "&z", nil, "z", ""},
-		{"query and header at once", "/s/hls/seg0.ts?stream_id=" + id, []string{StreamIDHeader, id}, "", ""},
-		{"cookie among others", "/s/hls/seg0.ts", []string{"Cookie", "a=1; " + StreamIDCookie + "=" + id + "; b=\"q\""}, "", `a=1; b="q"`},
-		{"path token and header", landed, []string{StreamIDHeader, id}, "", ""},
+		{"header", "/h/hls/seg0.ts", []string{StreamIDHeader, id}, "", ""},
+		{"query among others", "/h/hls/seg0.ts?a=1&stream_id=" + id + "&b=%20x+y", nil, "a=1&b=%20x+y", ""},
+		{"percent-encoded query name", "/h/hls/seg0.ts?stream%5Fid=" + id + "&z", nil, "z", ""},
+		{"query and header at once", "/h/hls/seg0.ts?stream_id=" + id, []string{StreamIDHeader, id}, "", ""},
+		{"query token among others", strings.Replace(landed, "?", "?a=1&", 1) + "&b", nil, "a=1&b", ""},
+		{"query token and another id in the header", landed, []string{StreamIDHeader, id}, "", ""},
 		{"preflight with a header", "/s/hls/seg0.ts", []string{StreamIDHeader, id, "Origin", "https://x.example", "Access-Control-Request-Method", "GET"}, "", ""},
 		{"connection mode with a header", "/c/file.mp4", []string{StreamIDHeader, id}, "", ""},
 	}

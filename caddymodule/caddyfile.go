@@ -34,6 +34,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		limit          <n | placeholder>     # default 3
 //		mode           connection | session  # default connection
 //		lease          <duration>            # default 30s, at least 1s, at most 24h
+//		max_buffer     <duration>            # default 10m: most media a lease may cover beyond lease
 //		zone           <name>                # default "default"
 //		on_limit       deny | evict_oldest   # default deny
 //		status         <code>                # default 429
@@ -65,6 +66,7 @@ var handlerOptions = map[string]option[Handler]{
 	"list_path":      textOption("", func(h *Handler) *string { return &h.ListPath }),
 	"limit":          textOption("", func(h *Handler) *string { return (*string)(&h.Limit) }),
 	"lease":          durationOption("", func(h *Handler) *caddy.Duration { return &h.Lease }),
+	"max_buffer":     durationOption("", func(h *Handler) *caddy.Duration { return &h.MaxBuffer }),
 	"status":         numberOption("", func(h *Handler) *int { return &h.Status }),
 	"dry_run":        flagOption("", func(h *Handler) *bool { return &h.DryRun }),
 	"path_token":     flagOption("", func(h *Handler) *bool { return &h.PathToken }),

@@ -11,26 +11,31 @@ import (
 	"github.com/streamlimit/caddy-streamlimit/lease"
 )
 
-// FuzzTakeStreamID: whatever path, header, query and cookie a request
-// carries, taking its stream id never panics, yields a canonical id or an
-// error, and never leaves a path token in the path passed on.
+// FuzzTakeStreamID: whatever path, header and query a request carries,
+// taking its stream id never panics, yields a canonical id (with a token
+// whose path parts are the request's) or an error, and never leaves a
+// token in what is passed on.
 func FuzzTakeStreamID(f *testing.F) {
 	id := "6f1c1c1e-2b4a-8c55-9d7e-2f4a8d9b0c11"
-	for _, seed := range [][4]string{
-		{"/hls/~sl-" + id + "/seg00.ts", "", "", ""},
-		{"/hls/~sl-" + id + "/~sl-" + id + "/x", "", "", ""},
-		{"/~sl-/", "", "", ""},
-		{"/a/~sl-zz", id, "", ""},
-		{"/a/seg.ts", "", "stream_id=" + id, ""},
-		{"/a/seg.ts", "", "", id},
-		{"/a/%7Esl-" + id + "/b", "", "", ""},
-		{"/~sl-" + strings.ToUpper(id), "", "", "bad"},
-		{"/a/seg.ts", "", "a=1&stream%5Fid=" + id + "&stream_id=" + id + "&b", ""},
-		{"/a/seg.ts", "", "stream_id=%zz&x=%", "x; " + StreamIDCookie + "=" + id},
+	token := id + ".dAAAAAAAAAAAA.6000"
+	for _, seed := range [][3]string{
+		{"/hls/~sl-" + id + "/seg00.ts", "", ""},
+		{"/hls/~sl-" + token + "/seg00.ts", "", ""},
+		{"/hls/~sl-" + id + ".fAAAAAAAAAAAA.a/x/y.m3u8", "", ""},
+		{"/hls/~sl-" + id + "/~sl-" + id + "/x", "", ""},
+		{"/~sl-/", "", ""},
+		{"/a/~sl-zz", id, ""},
+		{"/a/seg.ts", "", "stream_id=" + id},
+		{"/a/index.m3u8", "", "x=1&stream_id=" + token},
+		{"/a/%7Esl-" + id + "/b", "", ""},
+		{"/~sl-" + strings.ToUpper(id), "", ""},
+		{"/a/seg.ts", "", "a=1&stream%5Fid=" + id + "&stream_id=" + id + "&b"},
+		{"/a/seg.ts", "", "stream_id=%zz&x=%"},
+		{"/a/~sl-" + id + ".p" + strings.Repeat("_", 12) + ".99999999999/b", "", ""},
 	} {
-		f.Add(seed[0], seed[1], seed[2], seed[3])
+		f.Add(seed[0], seed[1], seed[2])
 	}
-	f.Fuzz(func(t *testing.T, path, header, query, cookie string) {
+	f.Fuzz(func(t *testing.T, path, header, query string) {
 		u, err := url.Parse("http://h" + "/" + strings.TrimPrefix(path, "/"))
 		if err != nil {
 			return
@@ -40,15 +45,15 @@ func FuzzTakeStreamID(f *testing.F) {
 		if header != "" {
 			r.Header.Set(StreamIDHeader, header)
 		}
-		if cookie != "" {
-			r.Header.Set("Cookie", "a=1; "+StreamIDCookie+"="+cookie+"; b=2")
-		}
 		got, err := takeStreamID(r, true)
 		if err != nil {
 			return
 		}
 		if c, ok := lease.CanonicalID(got.id); got.id != "" && (!ok || c != got.id) {
 			t.Fatalf("id %q is not canonical", got.id)
+		}
+		if tok := got.token; tok != nil && (tok.id != got.id || tok.prefix+tok.rest != r.URL.Path && tok.segment == "") {
+			t.Fatalf("token %+v does not describe the request for %q", *tok, r.URL.Path)
 		}
 		if strings.Contains(r.URL.Path, "/"+PathTokenPrefix) {
 			t.Fatalf("a token is left in the path passed on: %q", r.URL.Path)
@@ -59,11 +64,6 @@ func FuzzTakeStreamID(f *testing.F) {
 		}
 		if q, err := url.ParseQuery(r.URL.RawQuery); err == nil && q.Has(StreamIDQuery) {
 			t.Fatalf("the %s parameter is passed on: %q", StreamIDQuery, r.URL.RawQuery)
-		}
-		for _, c := range r.Cookies() {
-			if c.Name == StreamIDCookie {
-				t.Fatalf("the %s cookie is passed on: %q", StreamIDCookie, r.Header.Values("Cookie"))
-			}
 		}
 	})
 }

@@ -32,6 +32,10 @@ const (
 	DefaultLimit = 3
 	DefaultLease = 30 * time.Second
 	DefaultZone  = "default"
+	// DefaultMaxBuffer is the most media a stream's lease covers beyond
+	// its grace: ten minutes, more than any stock player buffers, and
+	// little enough that a download does not hold a slot for hours.
+	DefaultMaxBuffer = 10 * time.Minute
 	// MinLease keeps renewals (a third of the lease) from hammering the store.
 	MinLease = time.Second
 )
@@ -72,6 +76,13 @@ type Handler struct {
 	// renew it every third of Lease. Default: 30s; at least 1s, at most 24h.
 	Lease caddy.Duration `json:"lease,omitempty"`
 
+	// MaxBuffer caps how much media a stream's lease covers beyond Lease.
+	// With path_token, each segment of a stream's main track that is
+	// served extends its lease by the segment's duration (from the
+	// manifests it was served), so that a player playing from its buffer
+	// keeps its slot, and a stopped one loses it when its media would
+	// have run out, plus Lease. Default: 10m.
+	MaxBuffer caddy.Duration `json:"max_buffer,omitempty"`
 	// Zone names the pool of slots: handlers with the same zone share counts.
 	// Default: "default".
 	Zone string `json:"zone,omitempty"`
@@ -159,6 +170,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.Zone == "" {
 		h.Zone = DefaultZone
+	}
+	if h.MaxBuffer == 0 {
+		h.MaxBuffer = caddy.Duration(DefaultMaxBuffer)
 	}
 	if h.OnLimit == "" {
 		h.OnLimit = OnLimitDeny
@@ -252,6 +266,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("lease: %v is shorter than the minimum %v", time.Duration(h.Lease), MinLease)
 	case time.Duration(h.Lease) > lease.MaxTTL:
 		return fmt.Errorf("lease: %v is longer than the maximum %v", time.Duration(h.Lease), lease.MaxTTL)
+	case h.MaxBuffer < 0 || time.Duration(h.Lease+h.MaxBuffer) > lease.MaxTTL:
+		return fmt.Errorf("max_buffer: %v with lease %v is outside 0 to %v", time.Duration(h.MaxBuffer), time.Duration(h.Lease), lease.MaxTTL)
 	case h.PathToken && h.Mode != ModeSession:
 		return fmt.Errorf("path_token: needs mode %s (in mode %s a stream is one request, with nothing to carry)", ModeSession, h.Mode)
 	case h.Status < 400 || h.Status > 599:
@@ -279,7 +295,7 @@ func (h *Handler) ttl() time.Duration { return time.Duration(h.Lease) }
 
 // terms are what this handler holds a stream it serves to.
 func (h *Handler) terms(limit int) streamTerms {
-	return streamTerms{ttl: h.ttl(), limit: limit, session: h.session()}
+	return streamTerms{ttl: h.ttl(), limit: limit, session: h.session(), maxBuffer: time.Duration(h.MaxBuffer)}
 }
 
 // ServeHTTP admits, continues or closes a stream, or refuses the request.
@@ -290,8 +306,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		return h.refuse(w, r, http.StatusBadRequest, errorBody{Error: "bad_stream_id"})
 	}
-	if carried.inPath {
-		markTokenInPath(r)
+	if carried.token != nil {
+		markToken(r, carried.token)
 	}
 	if isPreflight(r) {
 		// CORS preflights are not playback: passed on and counted nowhere,
@@ -313,13 +329,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	id := carried.id
 	var known *localStream // the stream's state here, if any: looked up once
 	if id != "" && (r.Method == http.MethodDelete || h.session()) {
+		if h.PathToken && carried.token == nil && r.Method != http.MethodDelete {
+			// With path_token an id is good for its own title only, which
+			// only its token proves: a bare id in the header or the query
+			// would play anything.
+			return h.refuse(w, r, http.StatusNotFound, errorBody{Error: "stream_not_found"})
+		}
 		known = h.zone.lookup(streamRef{key, id})
-	}
-	if id != "" && (r.Method == http.MethodDelete || h.session()) && known == nil {
-		// Ids carry proof of their owner: one not issued to this user (forged,
-		// or another user's) is no stream of theirs, live or lapsed. (A
-		// stream known here was checked when it was first seen.)
-		ok, err := h.verify(r, key, id)
+		// A token must have been made for the path it came in (its title),
+		// and ids carry proof of their owner: one not issued to this user
+		// (forged, or another user's) is no stream of theirs, live or
+		// lapsed. (A stream known here was checked when it was first seen.)
+		ok, err := true, error(nil)
+		if carried.token != nil {
+			ok, err = h.bound(r, *carried.token)
+		}
+		if ok && err == nil && known == nil {
+			ok, err = h.verify(r, key, id)
+		}
 		switch {
 		case err != nil && r.Method == http.MethodDelete:
 			return h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
@@ -331,8 +358,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				return h.badLimit(w, r, lerr)
 			}
 			return h.storeFailed(w, r, next, streamRef{key, id}, limit, err)
-		case !ok && carried.fromCookie:
-			id = "" // a stale or foreign cookie names no stream: start afresh
 		case !ok:
 			return h.refuse(w, r, http.StatusNotFound, errorBody{Error: "stream_not_found"})
 		}
@@ -363,7 +388,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	if h.PathToken && h.session() && r.Method == http.MethodHead {
 		// A probe takes no slot: the player's first GET of the tokenized URL
 		// admits the stream, as a lapsed stream's return would.
-		h.redirectToToken(w, r, ref.id)
+		h.redirectToToken(w, r, secret, ref.id)
 		return nil
 	}
 	policy := h.policy
@@ -386,7 +411,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	}
 	h.zone.recordAdmitted(ref)
 	if h.PathToken && h.session() && r.Method == http.MethodGet {
-		h.redirectToToken(w, r, ref.id)
+		h.redirectToToken(w, r, secret, ref.id)
 		return nil
 	}
 	return h.serve(w, r, next, ref, limit, true)
@@ -411,7 +436,7 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 		// stream's it goes on at once (a revocation the renewal finds cuts
 		// it), otherwise it waits for that renewal's answer.
 		if !ls.renewing.TryLock() {
-			if ls.held(h.ttl()) {
+			if ls.held() {
 				return h.serve(w, r, next, ref, limit, false)
 			}
 			waited := now()
@@ -426,26 +451,27 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 			ls.renewing.Unlock()
 			return h.continueStream(w, r, next, ref, ls, limit)
 		}
-		d, err := h.renewFor(r, ref, limit)
+		ttl := ls.leaseTTL()
+		d, err := h.renewFor(r, ref, ttl, limit)
 		switch {
 		case err == nil && d.Admitted:
-			ls.confirm()
+			ls.confirm(ttl)
 		case err != nil && !errors.Is(err, lease.ErrRevoked):
 			ls.renewalFailed(err)
 		}
 		ls.renewing.Unlock()
 		return h.renewed(w, r, next, ref, limit, d, err)
 	}
-	d, err := h.renewFor(r, ref, limit)
+	d, err := h.renewFor(r, ref, h.ttl(), limit)
 	return h.renewed(w, r, next, ref, limit, d, err)
 }
 
-// renewFor renews the stream a request continues, bounded by the store's
-// timeout.
-func (h *Handler) renewFor(r *http.Request, ref streamRef, limit int) (lease.Decision, error) {
+// renewFor renews the stream a request continues for ttl, bounded by the
+// store's timeout.
+func (h *Handler) renewFor(r *http.Request, ref streamRef, ttl time.Duration, limit int) (lease.Decision, error) {
 	ctx, cancel := h.storeContext(r)
 	defer cancel()
-	return h.zone.renew(ctx, ref, h.ttl(), limit)
+	return h.zone.renew(ctx, ref, ttl, limit)
 }
 
 // renewed serves or refuses a request after its stream's renewal.
@@ -487,12 +513,45 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		}
 	}()
 	w.Header().Set(StreamIDHeader, ref.id)
-	if h.PathToken && h.session() && r.Method == http.MethodGet {
-		// (A HEAD has no body to rewrite.)
-		return h.serveRewriting(w, r.WithContext(ctx), next, ref.id)
+	if !h.PathToken || !h.session() || r.Method != http.MethodGet {
+		// (A HEAD has no body to rewrite, and no media to play.)
+		return next.ServeHTTP(w, r.WithContext(ctx))
 	}
-	return next.ServeHTTP(w, r.WithContext(ctx))
+	if t, _ := caddyhttp.GetVar(r.Context(), tokenVar).(*pathToken); t != nil && t.media > 0 {
+		// A segment of the stream's main track: once it is served, the
+		// stream's lease covers its media too.
+		sw := &statusWriter{ResponseWriter: w}
+		err := next.ServeHTTP(sw, r.WithContext(ctx))
+		if err == nil && sw.status >= 200 && sw.status < 300 {
+			ls.played(t.media)
+		}
+		return err
+	}
+	return h.serveRewriting(w, r.WithContext(ctx), next, ref.id)
 }
+
+// statusWriter notes the status of the response it passes on.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 || w.status < 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.NewResponseController reach the writer underneath.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // close ends the stream a DELETE names, without passing the request on.
 func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, id string) error {

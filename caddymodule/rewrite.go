@@ -28,11 +28,12 @@ import (
 // one is refused (502) rather than buffered, or passed on without tokens.
 const maxManifest = 16 << 20
 
-// tokenInPathVar is the request variable that marks a request whose stream
-// id came as a path token: the directory the client resolves a manifest's
-// URIs against holds the token. (A variable, not a context value: it costs
-// no copy of the request on every segment.)
-const tokenInPathVar = "stream_limit.token_in_path"
+// tokenVar is the request variable that holds the token a request's
+// stream id came in (*pathToken): when it came in the path, the directory
+// the client resolves a manifest's URIs against holds the token. (A
+// variable, not a context value: it costs no copy of the request on every
+// segment.)
+const tokenVar = "stream_limit.token"
 
 // prepareManifestRequest asks the origin for the whole manifest as it is:
 // not compressed, not a range, not a 304 (what the client cached was
@@ -102,6 +103,9 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 		prepareManifestRequest(r)
 	}
 	mw := &manifestWriter{ResponseWriter: w, path: r.URL.Path}
+	// The URL as the client's URIs resolve against it and as tokens are
+	// checked: the handlers after this one (rewrite) may change r.URL.
+	asked := *r.URL
 	err := next.ServeHTTP(mw, r)
 	if err != nil || !mw.holding {
 		return err
@@ -128,18 +132,31 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 		}
 		w.Header().Del("Content-Encoding")
 	}
-	kind := manifest.Detect(w.Header().Get("Content-Type"), r.URL.Path)
-	base := &url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath}
+	kind := manifest.Detect(w.Header().Get("Content-Type"), asked.Path)
+	secret, err := h.idSecretFor(r)
+	if err != nil {
+		// No secret to make tokens with (the store is down): the player
+		// gets the manifest as it is, and its next start is a new stream.
+		h.logger.Warn("no id secret to make tokens with; manifest passed on without them",
+			zap.String("zone", h.Zone), zap.Error(err))
+		return writeManifest(w, mw.status, body)
+	}
+	tz := &tokenizer{base: &url.URL{Scheme: "http", Host: r.Host, Path: asked.Path, RawPath: asked.RawPath},
+		dir: dirOf(asked.EscapedPath()), id: id, hosts: []string{r.Host}, secret: secret}
 	if r.TLS != nil {
-		base.Scheme = "https"
+		tz.base.Scheme = "https"
 	}
-	dir := dirOf(r.URL.EscapedPath())
-	if inPath, _ := caddyhttp.GetVar(r.Context(), tokenInPathVar).(bool); inPath {
-		dir += PathTokenPrefix + id + "/"
+	if t, _ := caddyhttp.GetVar(r.Context(), tokenVar).(*pathToken); t != nil {
+		tz.aux = t.aux
+		if t.segment != "" {
+			tz.dir += t.segment + "/"
+		}
 	}
-	out, rerr := manifest.Rewrite(kind, body, func(ref manifest.Ref) (string, bool) {
-		return tokenizeRef(ref, base, dir, id, r.Host)
-	})
+	if kind == manifest.DASH {
+		sum, _ := manifest.Summarize(kind, body)
+		tz.video = sum.Video
+	}
+	out, rerr := manifest.Rewrite(kind, body, tz.ref)
 	if rerr != nil {
 		h.logger.Warn("manifest could not be read; passed on without tokens",
 			zap.String("zone", h.Zone), zap.String("path", r.URL.Path), zap.Error(rerr))
@@ -163,10 +180,25 @@ func writeManifest(w http.ResponseWriter, status int, body []byte) error {
 	return err
 }
 
-// tokenizeRef returns the form of a manifest URI that carries the stream's
-// token, as a path relative to dir (the escaped directory the client
-// resolves the manifest's URIs against), or false to keep it as written.
-func tokenizeRef(ref manifest.Ref, base *url.URL, dir, id, host string) (string, bool) {
+// tokenizer makes the form of each URI of one manifest that carries the
+// stream's token.
+type tokenizer struct {
+	base   *url.URL // the manifest's URL, as the handler sees it
+	dir    string   // the escaped directory the client resolves the manifest's URIs against
+	id     string
+	hosts  []string // the hosts whose URLs are the origin's
+	secret []byte
+	aux    bool // the manifest is an auxiliary track's playlist: its segments add no time
+	video  bool // some track is video: audio and text tracks add no time
+	// last is the MAC made last: the URIs of one directory share it.
+	lastScope      byte
+	lastPath, last string
+}
+
+// ref returns the form of a manifest URI that carries the stream's token,
+// as a path relative to the manifest's directory, or false to keep it as
+// written.
+func (tz *tokenizer) ref(ref manifest.Ref) (string, bool) {
 	u, err := url.Parse(ref.URI)
 	if err != nil || strings.Contains(ref.URI, PathTokenPrefix) {
 		return "", false
@@ -175,14 +207,34 @@ func tokenizeRef(ref manifest.Ref, base *url.URL, dir, id, host string) (string,
 		// Relative to a BaseURL in scope, which carries the token itself.
 		return "", false
 	}
-	target, err := ref.Resolve(base)
-	if err != nil || !manifest.SameHost(target, []string{host}) {
+	target, err := ref.Resolve(tz.base)
+	if err != nil || !manifest.SameHost(target, tz.hosts) {
 		return "", false
 	}
-	p := target.EscapedPath()
-	i := strings.LastIndexByte(p, '/') + 1
-	tokenized := p[:i] + PathTokenPrefix + id + "/" + p[i:]
-	rel := relativePath(dir, tokenized)
+	p, decoded := target.EscapedPath(), target.Path
+	if isPlaylistRole(ref.Role) {
+		// A manifest's token goes in its query (see tokenLocation).
+		rel := relativePath(tz.dir, p)
+		rel = withQueryToken(rel, target.RawQuery, tz.token(scopeFile, decoded, tz.extra(ref)))
+		if target.Fragment != "" {
+			rel += "#" + target.EscapedFragment()
+		}
+		return rel, true
+	}
+	// Any other file's goes before its file name or, for a template whose
+	// directories the player fills in, before the first of those.
+	i, di := strings.LastIndexByte(p, '/')+1, strings.LastIndexByte(decoded, '/')+1
+	scope := scopeDir
+	switch {
+	case ref.Template && strings.Contains(p[:i], "$"):
+		i = strings.LastIndexByte(p[:strings.IndexByte(p, '$')], '/') + 1
+		di = strings.LastIndexByte(decoded[:strings.IndexByte(decoded, '$')], '/') + 1
+		scope = scopePrefix
+	case ref.Role == manifest.RoleBaseURL:
+		scope = scopePrefix
+	}
+	tokenized := p[:i] + PathTokenPrefix + tz.token(scope, decoded[:di], tz.extra(ref)) + "/" + p[i:]
+	rel := relativePath(tz.dir, tokenized)
 	if target.RawQuery != "" {
 		rel += "?" + target.RawQuery
 	}
@@ -190,6 +242,46 @@ func tokenizeRef(ref manifest.Ref, base *url.URL, dir, id, host string) (string,
 		rel += "#" + target.EscapedFragment()
 	}
 	return rel, true
+}
+
+// token is the token for a scope and path, reusing the MAC of the URI
+// before when it is for the same.
+func (tz *tokenizer) token(scope byte, path, extra string) string {
+	if scope != tz.lastScope || path != tz.lastPath {
+		tz.lastScope, tz.lastPath, tz.last = scope, path, scopeMAC(tz.secret, tz.id, scope, path)
+	}
+	return joinToken(tz.id, scope, tz.last, extra)
+}
+
+// extra is what a URI's token says for the lease: the media of a segment
+// of the main track, or that a playlist is of an auxiliary track.
+func (tz *tokenizer) extra(ref manifest.Ref) string {
+	aux := tz.aux || ref.Track == "text" || (tz.video && ref.Track == "audio")
+	switch ref.Role {
+	case manifest.RoleMedia:
+		if ref.Track == "audio" || ref.Track == "text" {
+			return auxExtra
+		}
+	case manifest.RoleSegment, manifest.RolePart:
+		d := ref.Duration
+		if d == 0 && ref.Timeline != nil {
+			d = ref.Timeline.Average()
+		}
+		if !aux {
+			return mediaExtra(d)
+		}
+	}
+	return ""
+}
+
+// isPlaylistRole reports whether URIs of a role name one manifest file.
+func isPlaylistRole(r manifest.Role) bool {
+	switch r {
+	case manifest.RolePlaylist, manifest.RoleMedia, manifest.RoleIFramePlaylist, manifest.RoleRenditionReport,
+		manifest.RoleLocation, manifest.RoleSteering, manifest.RoleAsset, manifest.RoleSessionData:
+		return true
+	}
+	return false
 }
 
 // relativePath is the relative reference that leads from directory dir
@@ -213,7 +305,7 @@ func relativePath(dir, to string) string {
 	return b.String()
 }
 
-// markTokenInPath notes that r carries its stream id in its path.
-func markTokenInPath(r *http.Request) {
-	caddyhttp.SetVar(r.Context(), tokenInPathVar, true)
+// markToken notes the token r's stream id came in.
+func markToken(r *http.Request, t *pathToken) {
+	caddyhttp.SetVar(r.Context(), tokenVar, t)
 }

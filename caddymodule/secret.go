@@ -31,11 +31,11 @@ func (z *zone) sharedIDSecret(ctx context.Context) ([]byte, error) {
 	return s, nil
 }
 
-// verifyID reports whether any id secret known here issued id to key.
-func (z *zone) verifyID(key lease.Key, id string) bool {
+// anySecret reports whether ok holds for any id secret known here.
+func (z *zone) anySecret(ok func(secret []byte) bool) bool {
 	if s := z.idSecrets.Load(); s != nil {
 		for _, secret := range *s {
-			if lease.VerifyID(secret, key, id) {
+			if ok(secret) {
 				return true
 			}
 		}
@@ -82,18 +82,24 @@ func (h *Handler) idSecretFor(r *http.Request) ([]byte, error) {
 	return h.zone.sharedIDSecret(ctx)
 }
 
-// verify reports whether id was issued to key. With a shared secret, an id
-// that no secret known here accepts makes the zone read the store's secret
-// again (at most once a second): after the store lost its data, instances
-// that started since may have installed a new one.
+// verify reports whether id was issued to key.
 func (h *Handler) verify(r *http.Request, key lease.Key, id string) (bool, error) {
+	return h.withSecrets(r, func(secret []byte) bool { return lease.VerifyID(secret, key, id) })
+}
+
+// withSecrets reports whether ok holds for the configured id secret, or
+// for one the zone's store shares. With a shared secret, one that no
+// secret known here satisfies makes the zone read the store's secret again
+// (at most once a second): after the store lost its data, instances that
+// started since may have installed a new one.
+func (h *Handler) withSecrets(r *http.Request, ok func(secret []byte) bool) (bool, error) {
 	if h.idSecret != nil {
-		return lease.VerifyID(h.idSecret, key, id), nil
+		return ok(h.idSecret), nil
 	}
 	if _, err := h.idSecretFor(r); err != nil {
 		return false, err
 	}
-	if h.zone.verifyID(key, id) {
+	if h.zone.anySecret(ok) {
 		return true, nil
 	}
 	ctx, cancel := h.storeContext(r)
@@ -101,5 +107,5 @@ func (h *Handler) verify(r *http.Request, key lease.Key, id string) (bool, error
 	if refreshed, err := h.zone.refreshIDSecret(ctx); err != nil || !refreshed {
 		return false, err
 	}
-	return h.zone.verifyID(key, id), nil
+	return h.zone.anySecret(ok), nil
 }

@@ -21,7 +21,11 @@ type localStream struct {
 	mu        sync.Mutex
 	terms     streamTerms // those of the request that entered last
 	requests  map[*liveRequest]struct{}
-	confirmed time.Time
+	confirmed time.Time // when the store last confirmed the lease
+	// storeUntil is when the lease the store last confirmed lapses, and
+	// mediaEnd when the media the stream has been served here would have
+	// played out: a renewal carries the lease to mediaEnd plus the grace.
+	storeUntil, mediaEnd time.Time
 	revoked   bool // closed, kicked or evicted: refuse it, cut it
 	ended     bool // its connection ended or it was closed: renew nothing more
 	keepalive *time.Timer
@@ -40,9 +44,10 @@ type localStream struct {
 // streamTerms are what the handler that serves a stream's request holds it
 // to: the keepalive renews with the latest request's terms.
 type streamTerms struct {
-	ttl     time.Duration
-	limit   int
-	session bool
+	ttl       time.Duration // the grace: how long a lease outlives its stream's media
+	limit     int
+	session   bool
+	maxBuffer time.Duration // the most media a lease covers beyond ttl
 }
 
 // liveRequest is one request of a stream that is being served.
@@ -113,7 +118,7 @@ func (z *zone) enter(ref streamRef, terms streamTerms, confirmed bool, cancel co
 	ls.requests[req] = struct{}{}
 	ls.terms, ls.ended = terms, false
 	if confirmed {
-		ls.confirmed = now()
+		ls.confirmLocked(terms.ttl)
 	}
 	if ls.keepalive == nil {
 		ls.keepalive = time.AfterFunc(renewEvery(ls.terms.ttl), ls.keepAlive)
@@ -188,26 +193,86 @@ func (ls *localStream) failedSince(since time.Time) error {
 }
 
 // fresh reports whether the store confirmed the lease recently enough that
-// a request of a handler with lease ttl need not renew it.
+// a request of a handler with lease ttl need not renew it: less than a
+// renewal interval ago or, while the store holds the lease for more than
+// two renewal intervals yet (the stream's media is buffered ahead), less
+// than a lease ago. Renewals also find revocations made elsewhere, so one
+// runs at least once a lease while requests come.
 func (ls *localStream) fresh(ttl time.Duration) (fresh, revoked bool) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	return !ls.confirmed.IsZero() && now().Sub(ls.confirmed) < renewEvery(min(ttl, ls.terms.ttl)), ls.revoked
+	if ls.confirmed.IsZero() {
+		return false, ls.revoked
+	}
+	ttl = min(ttl, ls.terms.ttl)
+	t := now()
+	since := t.Sub(ls.confirmed)
+	return since < renewEvery(ttl) || (since < ttl && ls.storeUntil.Sub(t) > 2*renewEvery(ttl)), ls.revoked
 }
 
-// held reports whether the store confirmed the lease less than a lease
-// (of a handler with lease ttl) ago: the slot is surely still the stream's,
-// unless it was revoked, which a renewal under way would find.
-func (ls *localStream) held(ttl time.Duration) bool {
+// held reports whether the lease the store last confirmed still runs: the
+// slot is surely still the stream's, unless it was revoked, which a
+// renewal under way would find.
+func (ls *localStream) held() bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	return !ls.confirmed.IsZero() && now().Sub(ls.confirmed) < min(ttl, ls.terms.ttl)
+	return !ls.confirmed.IsZero() && now().Before(ls.storeUntil)
 }
 
-func (ls *localStream) confirm() {
+// confirm records that the store has just carried the lease ttl ahead.
+func (ls *localStream) confirm(ttl time.Duration) {
 	ls.mu.Lock()
-	ls.confirmed = now()
+	ls.confirmLocked(ttl)
 	ls.mu.Unlock()
+}
+
+func (ls *localStream) confirmLocked(ttl time.Duration) {
+	t := now()
+	ls.confirmed = t
+	if until := t.Add(ttl); until.After(ls.storeUntil) {
+		ls.storeUntil = until
+	}
+}
+
+// leaseTTL is how far ahead a renewal now carries the lease: the grace,
+// plus the media served here that is still to play, up to maxBuffer.
+func (ls *localStream) leaseTTL() time.Duration {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.leaseTTLLocked()
+}
+
+func (ls *localStream) leaseTTLLocked() time.Duration {
+	ahead := min(max(ls.mediaEnd.Sub(now()), 0), ls.terms.maxBuffer)
+	return (ls.terms.ttl + ahead).Round(time.Millisecond)
+}
+
+// played records that a segment holding d of media was served: the
+// stream's media runs out d later than it would have, or d from now if it
+// had run out. A lease the store holds for less than that gets carried
+// further by the keepalive, which starts if none runs; the segments of a
+// burst share its one renewal.
+func (ls *localStream) played(d time.Duration) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	t := now()
+	end := ls.mediaEnd
+	if end.Before(t) {
+		end = t
+	}
+	if end = end.Add(d); end.After(t.Add(ls.terms.maxBuffer)) {
+		end = t.Add(ls.terms.maxBuffer)
+	}
+	ls.mediaEnd = end
+	if ls.keepalive == nil && !ls.ended && !ls.revoked && ls.behind() {
+		ls.keepalive = time.AfterFunc(renewEvery(ls.terms.ttl), ls.keepAlive)
+	}
+}
+
+// behind reports whether the store's lease ends a second or more before
+// the stream's media and grace do.
+func (ls *localStream) behind() bool {
+	return ls.mediaEnd.Add(ls.terms.ttl).Sub(ls.storeUntil) >= time.Second
 }
 
 // keepAlive renews the lease while requests are in flight, however long
@@ -221,7 +286,7 @@ func (ls *localStream) keepAlive() {
 		ls.mu.Unlock()
 		return
 	}
-	if len(ls.requests) == 0 {
+	if len(ls.requests) == 0 && !ls.behind() {
 		ls.keepalive = nil // nothing to keep alive; the next request restarts it
 		ls.mu.Unlock()
 		return
@@ -231,19 +296,19 @@ func (ls *localStream) keepAlive() {
 		ls.cutAll()
 		return
 	}
-	terms := ls.terms
+	terms, ttl := ls.terms, ls.leaseTTLLocked()
 	ls.mu.Unlock()
 
 	z, logger := ls.zone, ls.zone.logger.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), renewEvery(terms.ttl))
-	d, err := z.renew(ctx, ls.ref, terms.ttl, terms.limit)
+	d, err := z.renew(ctx, ls.ref, ttl, terms.limit)
 	cancel()
 	if err == nil && !d.Admitted {
 		err = errAtLimit
 	}
 	switch {
 	case err == nil:
-		ls.confirm()
+		ls.confirm(ttl)
 	case errors.Is(err, lease.ErrRevoked):
 		logger.Info("live stream revoked; cutting it", zap.String("zone", z.name), zap.String("stream_id", ls.ref.id))
 		ls.stopKeepalive()
@@ -265,8 +330,12 @@ func (ls *localStream) keepAlive() {
 		logger.Warn("renewing a live stream failed", zap.String("zone", z.name), zap.String("stream_id", ls.ref.id), zap.Error(err))
 	}
 	ls.mu.Lock()
-	if ls.keepalive != nil {
+	switch {
+	case ls.keepalive == nil:
+	case len(ls.requests) > 0 || (err != nil && ls.behind()):
 		ls.keepalive.Reset(renewEvery(terms.ttl))
+	default:
+		ls.keepalive = nil // the lease covers the media served; nothing is in flight
 	}
 	ls.mu.Unlock()
 }
@@ -307,7 +376,7 @@ func (z *zone) markRevoked(ref streamRef, ttl time.Duration) {
 	if ls == nil {
 		// Remember it even with nothing in flight: its next request here is
 		// refused at once, whatever renewal coalescing would skip.
-		ls = &localStream{ref: ref, zone: z, terms: streamTerms{ttl: ttl}, confirmed: now(), requests: make(map[*liveRequest]struct{})}
+		ls = &localStream{ref: ref, zone: z, terms: streamTerms{ttl: ttl}, confirmed: now(), storeUntil: now().Add(ttl), requests: make(map[*liveRequest]struct{})}
 		z.streams[ref] = ls
 	}
 	z.revokedOrder = append(z.revokedOrder, ref)

@@ -7,15 +7,13 @@ import (
 	"path"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
 	"github.com/streamlimit/caddy-streamlimit/lease"
 )
 
 // How a stream id travels: set on responses in the Stream-Id header, and
-// read from requests in that header, the stream_id query parameter, a path
-// token (path_token: every relative URL a player resolves carries it) or,
-// for segments, the stream cookie. Every form is taken off the request
+// read from requests in that header or the stream_id query parameter or,
+// with path_token, in a token (token.go): in the query of a manifest's URL
+// and in the path of any other file's. Every form is taken off the request
 // before it is passed on: the origin never sees an id.
 
 // StreamIDHeader carries the stream id: set on every admitted response,
@@ -31,22 +29,22 @@ var errBadStreamID = errors.New("malformed stream id")
 // PathTokenPrefix starts the path segment that carries a stream id.
 const PathTokenPrefix = "~sl-"
 
-// carriedID is the stream id a request carries, and whether it came only
-// from the cookie (which a stale or foreign value must not make fail).
+// carriedID is the stream id a request carries, and how.
 type carriedID struct {
-	id         string
-	fromCookie bool
-	inPath     bool // it came as the path token
+	id string
+	// token is the token that carried the id, whose binding to the
+	// request's path is still to be checked; nil when a bare id came in
+	// the header or the query.
+	token *pathToken
 }
 
 // takeStreamID returns the stream id a request carries, in the Stream-Id
-// header, the stream_id query parameter or (with pathToken) a path token
-// or, for segments, the cookie; or none. It strips the path token from the
-// request. Ids are canonical UUIDs; anything else is refused rather than
-// guessed at (a malformed cookie is ignored).
-func takeStreamID(r *http.Request, pathToken bool) (carriedID, error) {
-	var fromPath string
-	if pathToken {
+// header or the stream_id query parameter (a bare id or, with withToken, a
+// token) or, with withToken, a path token; or none. Ids are canonical
+// UUIDs; anything else is refused rather than guessed at.
+func takeStreamID(r *http.Request, withToken bool) (carriedID, error) {
+	var fromPath *pathToken
+	if withToken {
 		var err error
 		if fromPath, err = stripPathToken(r.URL); err != nil {
 			return carriedID{}, err
@@ -56,31 +54,29 @@ func takeStreamID(r *http.Request, pathToken bool) (carriedID, error) {
 	// the origin never sees one, whatever happens next.
 	id := r.Header.Get(StreamIDHeader)
 	r.Header.Del(StreamIDHeader)
-	if fromQuery, ok := takeQueryParam(r.URL, StreamIDQuery); ok && id == "" {
-		id = fromQuery
-	}
-	if id == "" {
-		id = fromPath
-	}
-	cookie, hadCookie := takeCookie(r.Header, StreamIDCookie)
-	if id == "" && hadCookie && pathToken && !isManifest(r.URL.Path) {
-		// A manifest without a token is a new playback, even from a client
-		// that played before: only segments fall back to the cookie.
-		if id, err := parseStreamID(cookie); err == nil {
-			return carriedID{id: id, fromCookie: true}, nil
+	fromQuery, inQuery := takeQueryParam(r.URL, StreamIDQuery)
+	if withToken && inQuery && strings.Contains(fromQuery, ".") {
+		// A token in the query: a manifest's. It wins over a bare id in
+		// the header (a player may echo one), as a path token does.
+		t, err := parseToken(fromQuery)
+		if err != nil || t.scope == 0 || fromPath != nil {
+			return carriedID{}, errBadStreamID
 		}
+		i := strings.LastIndexByte(r.URL.Path, '/') + 1
+		t.prefix, t.rest = r.URL.Path[:i], r.URL.Path[i:]
+		return carriedID{id: t.id, token: &t}, nil
 	}
-	if id == "" {
+	switch {
+	case fromPath != nil:
+		return carriedID{id: fromPath.id, token: fromPath}, nil
+	case id == "" && inQuery:
+		id = fromQuery
+	case id == "":
 		return carriedID{}, nil
 	}
-	inPath := fromPath != "" && id == fromPath
 	id, err := parseStreamID(id)
-	return carriedID{id: id, inPath: inPath}, err
+	return carriedID{id: id}, err
 }
-
-// StreamIDCookie carries the stream id, with path_token, for players that
-// drop the path token.
-const StreamIDCookie = "streamlimit_id"
 
 // takeQueryParam removes every name=value pair of the query whose name is
 // name (percent-encoded or not) and returns the first value. The other
@@ -119,46 +115,6 @@ func takeQueryParam(u *url.URL, name string) (string, bool) {
 	return value, found
 }
 
-// takeCookie removes the cookie named name from the request's Cookie
-// headers and returns its value. Other cookies are kept as they were sent.
-func takeCookie(h http.Header, name string) (string, bool) {
-	lines := h.Values("Cookie")
-	if len(lines) == 0 {
-		return "", false
-	}
-	var value string
-	found := false
-	kept := make([]string, 0, len(lines))
-	for _, line := range lines {
-		if !strings.Contains(line, name) {
-			kept = append(kept, line)
-			continue
-		}
-		parts := strings.Split(line, ";")
-		rest := parts[:0]
-		for _, part := range parts {
-			k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if k == name {
-				if !found {
-					value, found = strings.Trim(v, `"`), true
-				}
-				continue
-			}
-			rest = append(rest, part)
-		}
-		if len(rest) > 0 {
-			kept = append(kept, strings.TrimLeft(strings.Join(rest, ";"), " "))
-		}
-	}
-	if found {
-		h.Del("Cookie")
-		for _, line := range kept {
-			h.Add("Cookie", line)
-		}
-	}
-	return value, found
-}
-
 // isManifest reports whether a path names an HLS playlist or a DASH
 // manifest: the first request of a playback.
 func isManifest(p string) bool {
@@ -171,25 +127,28 @@ func dirOf(p string) string {
 	return p[:strings.LastIndexByte(p, '/')+1]
 }
 
-// stripPathToken removes the path segment that is a token and returns its
-// id (unchecked). A token segment that holds no UUID, or a second token,
-// is an error, so that no token ever reaches the origin as a path.
-func stripPathToken(u *url.URL) (string, error) {
+// stripPathToken removes the path segment that is a token and returns it
+// (its binding unchecked), or nil. A token segment that is malformed, or a
+// second token, is an error, so that no token ever reaches the origin as
+// a path.
+func stripPathToken(u *url.URL) (*pathToken, error) {
 	i := strings.Index(u.Path, "/"+PathTokenPrefix)
 	if i < 0 {
-		return "", nil
+		return nil, nil
 	}
 	seg := u.Path[i+1:]
+	rest := ""
 	if j := strings.IndexByte(seg, '/'); j >= 0 {
-		seg = seg[:j]
+		seg, rest = seg[:j], seg[j+1:]
 	}
-	id := strings.TrimPrefix(seg, PathTokenPrefix)
-	if _, err := parseStreamID(id); err != nil {
-		return "", err
+	t, err := parseToken(strings.TrimPrefix(seg, PathTokenPrefix))
+	if err != nil {
+		return nil, err
 	}
+	t.prefix, t.rest, t.segment = u.Path[:i+1], rest, seg
 	u.Path = strings.Replace(u.Path, "/"+seg, "", 1)
 	if strings.Contains(u.Path, "/"+PathTokenPrefix) {
-		return "", errBadStreamID
+		return nil, errBadStreamID
 	}
 	if u.RawPath != "" {
 		u.RawPath = strings.Replace(u.RawPath, "/"+seg, "", 1)
@@ -197,19 +156,35 @@ func stripPathToken(u *url.URL) (string, error) {
 	if u.Path == "" {
 		u.Path = "/"
 	}
-	return id, nil
+	return &t, nil
 }
 
 // tokenLocation is the Location of the redirect that adds the stream's
-// token: relative to the URL the client asked for (the token goes before
-// the file name), so that it is right whatever rewrite ran before us.
-func tokenLocation(u *url.URL, id string) string {
+// token to the URL the client asked for: relative to it, so that it is
+// right whatever rewrite ran before us. A manifest's token goes in its
+// query, so that the URIs in it resolve against the directory they were
+// written for, whichever URL a player resolves them against (ffmpeg's DASH
+// demuxer takes the one it asked for, not the one it was sent to); any
+// other file's goes before its file name.
+func tokenLocation(u *url.URL, token string) string {
 	p := u.EscapedPath()
-	out := "./" + PathTokenPrefix + id + "/" + p[strings.LastIndexByte(p, '/')+1:]
+	file := p[strings.LastIndexByte(p, '/')+1:]
+	if isManifest(u.Path) {
+		return "./" + withQueryToken(file, u.RawQuery, token)
+	}
+	out := "./" + PathTokenPrefix + token + "/" + file
 	if u.RawQuery != "" {
 		out += "?" + u.RawQuery
 	}
 	return out
+}
+
+// withQueryToken is ref with the query rawQuery and the token in it.
+func withQueryToken(ref, rawQuery, token string) string {
+	if rawQuery != "" {
+		return ref + "?" + rawQuery + "&" + StreamIDQuery + "=" + token
+	}
+	return ref + "?" + StreamIDQuery + "=" + token
 }
 
 // parseStreamID returns the canonical form of a stream id a client sent.
@@ -221,24 +196,12 @@ func parseStreamID(s string) (string, error) {
 	return id, nil
 }
 
-// redirectToToken sends the player to the same URL with the stream's token
-// in its path: every relative playlist and segment URL it resolves from
-// there carries the token, with no change to the player. The Location is
-// relative, so it holds whatever rewrite or handle_path ran before us.
-func (h *Handler) redirectToToken(w http.ResponseWriter, r *http.Request, id string) {
+// redirectToToken sends the player to the same URL with the stream's
+// token, made for that file: every URI it finds in the manifests it is then
+// served carries the token too, with no change to the player.
+func (h *Handler) redirectToToken(w http.ResponseWriter, r *http.Request, secret []byte, id string) {
 	w.Header().Set(StreamIDHeader, id)
-	w.Header().Set("Location", tokenLocation(r.URL, id))
+	w.Header().Set("Location", tokenLocation(r.URL, tokenBody(secret, id, scopeFile, r.URL.Path, "")))
 	w.Header().Set("Cache-Control", "no-store")
-	if isManifest(r.URL.Path) {
-		// Some players (ffmpeg's DASH demuxer) resolve segment URLs against
-		// the manifest URL they asked for, not the one they were sent to;
-		// they do keep cookies, so the id rides in one too, scoped to the
-		// directory the client asked for, for the segments only.
-		clientPath := r.URL.Path
-		if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
-			clientPath = orig.URL.Path
-		}
-		http.SetCookie(w, &http.Cookie{Name: StreamIDCookie, Value: id, Path: dirOf(clientPath), HttpOnly: true, SameSite: http.SameSiteLaxMode})
-	}
 	w.WriteHeader(http.StatusTemporaryRedirect)
 }

@@ -23,13 +23,15 @@ func (z *zone) forgetIdleEvery(interval time.Duration) {
 			z.mu.Lock()
 			for ref, ls := range z.streams {
 				ls.mu.Lock()
-				keep := ls.terms.ttl
+				var idle bool
 				if ls.revoked {
-					keep = lease.TombstoneTTL(ls.terms.ttl)
-				}
-				idle := len(ls.requests) == 0 && now.Sub(ls.confirmed) > keep
-				if !ls.revoked && (len(ls.requests) > 0 || now.Sub(ls.confirmed) <= ls.terms.ttl) {
-					active++
+					idle = len(ls.requests) == 0 && now.Sub(ls.confirmed) > lease.TombstoneTTL(ls.terms.ttl)
+				} else {
+					held := len(ls.requests) > 0 || ls.keepalive != nil || !now.After(ls.storeUntil)
+					idle = !held
+					if held {
+						active++
+					}
 				}
 				ls.mu.Unlock()
 				if idle {

@@ -1,0 +1,151 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
+	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
+	"github.com/streamlimit/caddy-streamlimit/internal/testmedia"
+)
+
+// titleLength is the length of the test media's title (testmedia/make.sh).
+const titleLength = 90 * time.Second
+
+// TestLeaseFollowsPlayback: stock ffmpeg fetches the whole 90 s title of
+// each streaming layout as fast as it can, as stock hls.js does with small
+// segments, then goes silent while (for a player) the video plays on. The
+// stream's lease is then carried to the end of the media it was served,
+// counted once (audio beside video and the DASH audio track add nothing),
+// plus lease: not lapsed after lease, not held for twice the title. With
+// the memory store, whose clock the test drives, the stream is still
+// counted 80 s on and gone once its media and lease have run out. On both
+// stores; on Redis, Redis's own clock sets the expiry checked.
+func TestLeaseFollowsPlayback(t *testing.T) {
+	needFFmpeg(t)
+	dir := testmedia.Dir(t)
+	origin := origintest.StartWith(t, testmedia.Origin(dir))
+	const grace = 6 * time.Second
+	for _, store := range []string{"memory", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			storeBlock := "store memory"
+			if store == "redis" {
+				storeBlock = fmt.Sprintf("store redis {\n\t\t\t\taddress %s\n\t\t\t}", redistest.Start(t).Addr)
+			}
+			p := startCaddy(t, fmt.Sprintf(`
+	route /* {
+		stream_limit {
+			mode session
+			path_token
+			lease %v
+			list_path /streams
+			%s
+		}
+		reverse_proxy %s
+	}`, grace, storeBlock, origin.Addr))
+			users := map[string]string{}
+			for _, layout := range testmedia.Layouts {
+				if layout == "mp4" {
+					continue // progressive: no segments to count
+				}
+				user := "coaster-" + layout
+				users[layout] = user
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				out, err := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+					"-headers", "X-User-Id: "+user+"\r\n", "-i", p.url(testmedia.Entry[layout]),
+					"-c", "copy", "-f", "null", "-").CombinedOutput()
+				cancel()
+				if err != nil {
+					t.Fatalf("%s: ffmpeg: %v\n%s", layout, err, out)
+				}
+			}
+			// The keepalive carries the lease within a renewal interval of
+			// the last segment.
+			deadline := time.Now().Add(3 * grace)
+			var longest time.Duration
+			for layout, user := range users {
+				for {
+					left, n := leaseLeft(p, user)
+					if n != 1 {
+						t.Fatalf("%s: %d streams, want 1", layout, n)
+					}
+					if left > titleLength/2 || time.Now().After(deadline) {
+						// The title's media (less what ffmpeg took to fetch it),
+						// plus the grace; audio counted once. (ffmpeg reads the
+						// first segments of every rendition to choose one: a
+						// few seconds more, as an ABR switch adds.)
+						if left < titleLength-5*time.Second || left > titleLength+grace+8*time.Second {
+							t.Fatalf("%s: the lease runs %v more, want about %v (the media) + %v", layout, left, titleLength, grace)
+						}
+						longest = max(longest, left)
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			if store != "memory" {
+				return
+			}
+			advance(t, 80*time.Second)
+			for layout, user := range users {
+				if n := admittedFor(p, user); n != 1 {
+					t.Fatalf("%s: 80 s into a 90 s title with nothing fetched since, %d streams, want 1", layout, n)
+				}
+			}
+			advance(t, longest-80*time.Second+time.Second)
+			for layout, user := range users {
+				if n := admittedFor(p, user); n != 0 {
+					t.Fatalf("%s: after the title and the grace, %d streams, want 0", layout, n)
+				}
+			}
+		})
+	}
+}
+
+// TestMaxBufferCapsTheLease: a download of the whole title holds its slot
+// for max_buffer plus lease at most, not for the title.
+func TestMaxBufferCapsTheLease(t *testing.T) {
+	needFFmpeg(t)
+	origin := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
+	p := startCaddy(t, `
+	route /* {
+		stream_limit {
+			mode session
+			path_token
+			lease 3s
+			max_buffer 20s
+			list_path /streams
+		}
+		reverse_proxy `+origin.Addr+`
+	}`)
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+		"-headers", "X-User-Id: downloader\r\n", "-i", p.url(testmedia.Entry["flat"]),
+		"-c", "copy", "-f", "null", "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	time.Sleep(2 * time.Second) // a renewal interval and more
+	left, n := leaseLeft(p, "downloader")
+	if n != 1 || left < 15*time.Second || left > 23*time.Second+time.Second {
+		t.Fatalf("%d streams, lease running %v more; want 1, at most max_buffer 20s + lease 3s", n, left)
+	}
+}
+
+// leaseLeft is how much longer the store holds the user's stream (by the
+// test's clock), and how many streams the user holds.
+func leaseLeft(p *proxy, user string) (time.Duration, int) {
+	p.t.Helper()
+	streams := p.listed("/streams", user)
+	if len(streams) == 0 {
+		return 0, 0
+	}
+	expires, err := time.Parse(time.RFC3339Nano, streams[0].(map[string]any)["expires"].(string))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return expires.Sub(now()), len(streams)
+}
+
