@@ -148,4 +148,3 @@ func leaseLeft(p *proxy, user string) (time.Duration, int) {
 	}
 	return expires.Sub(now()), len(streams)
 }
-

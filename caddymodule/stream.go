@@ -26,9 +26,9 @@ type localStream struct {
 	// mediaEnd when the media the stream has been served here would have
 	// played out: a renewal carries the lease to mediaEnd plus the grace.
 	storeUntil, mediaEnd time.Time
-	revoked   bool // closed, kicked or evicted: refuse it, cut it
-	ended     bool // its connection ended or it was closed: renew nothing more
-	keepalive *time.Timer
+	revoked              bool // closed, kicked or evicted: refuse it, cut it
+	ended                bool // its connection ended or it was closed: renew nothing more
+	keepalive            *time.Timer
 	// failedAt and failure are the last renewal that could not reach the
 	// store.
 	failedAt time.Time
