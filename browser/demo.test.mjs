@@ -1,7 +1,11 @@
 // Drives the demo page in headless Chromium (Debian's chromium package,
 // through playwright-core) against a running demo Caddy: three screens play,
 // the fourth shows the limiter's refusal, and closing one lets the fourth
-// start. It saves screenshots of both moments.
+// start. It saves screenshots of both moments. Meanwhile a second page
+// plays a 48 s title whole with stock hls.js (which fetches all of it in
+// its first seconds), and the limiter must count that playback exactly
+// once from start to end, longer than the lease, and free it within the
+// lease once it has ended.
 //
 //   BASE_URL=http://127.0.0.1:8080 SCREENSHOT_DIR=out node demo.test.mjs
 //
@@ -88,7 +92,46 @@ const playing = (s, n) => {
 	return sc.state === 'playing' && sc.segments >= 2 && sc.time > 0.5 && /^[0-9a-f-]{36}$/.test(sc.id);
 };
 
+// wholePlayback plays /hls/short.m3u8 (48 s) on one screen as a user of
+// its own, and samples the user's stream count every second from the
+// limiter (GET /streams) until the slot is free again. It returns what it
+// saw: the count while playing, when the video ended, when the slot went.
+async function wholePlayback() {
+	const who = `${user}-whole`;
+	const p = await context.newPage();
+	p.on('pageerror', (err) => problems.push(`whole playback page error: ${err.message}`));
+	await p.goto(`${base}/?user=${encodeURIComponent(who)}&screens=1&src=/hls/short.m3u8`);
+	const count = async () => {
+		const r = await context.request.get(`${base}/streams`, { headers: { 'X-User-Id': who } });
+		return ((await r.json()).streams || []).length;
+	};
+	const seen = { whilePlaying: new Set(), samples: 0, ended: 0, freed: 0, position: 0 };
+	const deadline = Date.now() + 48000 + lease + 20000;
+	while (Date.now() < deadline) {
+		const v = await p.evaluate(() => {
+			const video = document.querySelector('video');
+			return { time: video.currentTime, ended: video.ended };
+		});
+		const n = await count();
+		if (v.time > 0.5 && !v.ended) {
+			seen.whilePlaying.add(n);
+			seen.samples++;
+			seen.position = v.time;
+		}
+		if (v.ended && !seen.ended) seen.ended = Date.now();
+		if (seen.ended && n === 0) {
+			seen.freed = Date.now();
+			break;
+		}
+		await new Promise((r) => setTimeout(r, 1000));
+	}
+	await p.close();
+	return seen;
+}
+
+let whole;
 try {
+	whole = wholePlayback();
 	page = await context.newPage();
 	page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
 	page.on('request', (req) => {
@@ -149,6 +192,14 @@ try {
 	assert.ok(segmentURLs.length >= 8, `segments fetched: ${segmentURLs.length}`);
 	const untokenized = segmentURLs.filter((u) => !/\/~sl-[0-9a-f-]{36}\.d[\w-]{12}\.\d+\//.test(u));
 	assert.deepEqual(untokenized, [], 'segment URLs without a token');
+
+	step('a 48 s playback counted once from start to end, freed within the lease after it');
+	const w = await whole;
+	console.log(`  ${w.samples} samples while playing, counts ${[...w.whilePlaying]}; freed ${((w.freed - w.ended) / 1000).toFixed(1)} s after the end`);
+	assert.ok(w.ended, `the video ended (reached ${w.position.toFixed(1)} s)`);
+	assert.ok(w.samples >= 35, `sampled through the playback: ${w.samples}`);
+	assert.deepEqual([...w.whilePlaying], [1], 'the count while it played');
+	assert.ok(w.freed && w.freed - w.ended <= lease + 3000, 'the slot freed within the lease after the end');
 
 	assert.deepEqual(problems, [], 'errors on the page');
 	console.log(`ok: 3 played, the 4th was refused, then started after a close; ${segmentURLs.length} segments; screenshots in ${shots}`);

@@ -522,7 +522,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		// stream's lease covers its media too.
 		sw := &statusWriter{ResponseWriter: w}
 		err := next.ServeHTTP(sw, r.WithContext(ctx))
-		if err == nil && sw.status >= 200 && sw.status < 300 {
+		if err == nil && (sw.status >= 200 && sw.status < 300 || sw.status == http.StatusNotModified) {
+			// (A 304: the player had the segment; the origin confirmed it.)
 			ls.played(t.media)
 		}
 		return err

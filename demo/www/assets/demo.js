@@ -13,7 +13,8 @@ const user = params.get('user') || 'alice';
 const wanted = new URL(params.get('src') || '/hls/loop.m3u8', location.href);
 const source = wanted.origin === location.origin ? wanted.href : new URL('/hls/loop.m3u8', location.href).href;
 const listPath = '/streams';
-const screenCount = 4;
+// ?screens= shows fewer screens (1 to 4).
+const screenCount = Math.min(Math.max(Number.parseInt(params.get('screens') || '4', 10) || 4, 1), 4);
 const leaseSeconds = 30; // the demo Caddyfile's lease, for the panel's bars
 
 let limit = 3;
@@ -114,18 +115,13 @@ class Screen {
 		delete this.el.dataset.segments;
 		this.show('starting', { title: 'Starting', text: 'Asking the limiter for a slot…' });
 		this.started = new Promise((resolve) => {
+			// Stock hls.js: only the user header is added (in production an
+			// auth layer sets the identity). No buffer or retry settings: the
+			// limiter counts what stock players do.
 			const hls = new Hls({
 				xhrSetup(xhr, url) {
 					xhr.open('GET', url, true);
 					xhr.setRequestHeader('X-User-Id', user);
-				},
-				maxBufferLength: 8,
-				maxMaxBufferLength: 12,
-				backBufferLength: 8,
-				// hls.js never retries a 4xx playlist; no retries of 5xx or
-				// timeouts either, so a failed start shows at once.
-				manifestLoadPolicy: {
-					default: { maxTimeToFirstByteMs: 10000, maxLoadTimeMs: 20000, timeoutRetry: null, errorRetry: null },
 				},
 			});
 			this.hls = hls;
@@ -133,6 +129,7 @@ class Screen {
 				const xhr = data.networkDetails;
 				this.url = (xhr && xhr.responseURL) || data.url;
 				this.id = (xhr && xhr.getResponseHeader('Stream-Id')) || '';
+				this.startedAt = performance.now();
 				this.show('playing');
 				this.video.play().catch(() => {});
 				resolve();
@@ -225,6 +222,25 @@ function ago(ms) {
 	return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
+// endGone ends the screens whose stream the limiter no longer holds
+// (listed is what a list asked for at asked returned): a stock player
+// plays on from its buffer, minutes of it, before its next request would
+// meet the 409 of a kicked or closed stream, so the page shows it now.
+function endGone(listed, asked) {
+	for (const s of screens) {
+		if (s.state === 'playing' && s.id && s.startedAt < asked && !listed.has(s.id)) {
+			s.teardown();
+			s.id = '';
+			s.url = '';
+			s.show('revoked', {
+				title: 'Stream ended',
+				text: 'This stream was closed from elsewhere: kicked by an operator, evicted by a newer stream, or closed in another tab.',
+				detail: `gone from GET ${listPath}`,
+			});
+		}
+	}
+}
+
 // The panel lists the user's live streams as the limiter counts them,
 // including streams of this user elsewhere (another tab, ffmpeg).
 const panel = {
@@ -238,12 +254,14 @@ const panel = {
 		}
 		this.busy = true;
 		try {
+			const asked = performance.now();
 			const resp = await fetch(listPath, { headers: withUser(), cache: 'no-store' });
 			if (!resp.ok) throw new Error(`GET ${listPath} answered ${resp.status}`);
 			const body = await resp.json();
 			const serverNow = Date.parse(resp.headers.get('Date')) || Date.now();
 			limit = body.limit;
 			this.render(body.streams || [], serverNow);
+			endGone(new Set((body.streams || []).map((s) => s.id)), asked);
 			document.getElementById('panel-error').hidden = true;
 			if ((body.streams || []).length < limit) startWaiting();
 		} catch (err) {
