@@ -41,6 +41,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		on_store_error allow | deny          # default allow
 //		dry_run
 //		path_token                           # session mode: redirect starts to a tokenized URL
+//		rewrite_hosts  <host>...             # more hosts whose URLs in manifests are this site's
 //		log_user                             # put the user in log entries (personal data)
 //		secret         <secret>              # default: one shared through the store
 //		list_path      <path>                # default off
@@ -71,6 +72,7 @@ var handlerOptions = map[string]option[Handler]{
 	"dry_run":        flagOption("", func(h *Handler) *bool { return &h.DryRun }),
 	"path_token":     flagOption("", func(h *Handler) *bool { return &h.PathToken }),
 	"log_user":       flagOption("", func(h *Handler) *bool { return &h.LogUser }),
+	"rewrite_hosts":  listOption("", func(h *Handler) *[]string { return &h.RewriteHosts }),
 	"store": func(h *Handler, d *caddyfile.Dispenser) error {
 		if !d.NextArg() {
 			return d.Errf("store: want a store name (%s)", strings.Join(storeNames(), " or "))

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -116,6 +117,15 @@ type Handler struct {
 	// Default: off.
 	PathToken bool `json:"path_token,omitempty"`
 
+	// RewriteHosts, with path_token, are hosts besides the request's own
+	// whose absolute URLs in the manifests a stream is served are this
+	// site's: they are rewritten to carry the stream's token, as a path
+	// relative to the manifest, so the player fetches them through the
+	// limiter (an origin that writes its own name, as nginx-vod-module
+	// does). "*.example.com" matches any subdomain; a host without a port
+	// matches any port. URLs on other hosts (ad and key servers) are left
+	// alone. Default: the request's host only.
+	RewriteHosts []string `json:"rewrite_hosts,omitempty"`
 	// Secret binds stream ids to their users (an id not issued to the
 	// user is refused). Default: a random secret kept in the store and
 	// shared by every instance using it. Set it (e.g. {env.*}) so that ids
@@ -186,8 +196,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.OnStoreError == "" {
 		h.OnStoreError = OnStoreErrorAllow
 	}
+	repl := caddy.NewReplacer()
 	if h.Secret != "" {
-		h.idSecret = []byte(caddy.NewReplacer().ReplaceAll(h.Secret, ""))
+		h.idSecret = []byte(repl.ReplaceAll(h.Secret, ""))
+	}
+	for i, host := range h.RewriteHosts {
+		h.RewriteHosts[i] = repl.ReplaceAll(host, "")
 	}
 	if h.StoreRaw == nil {
 		h.StoreRaw = json.RawMessage(`{"type":"memory"}`)
@@ -274,8 +288,15 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("status: %d is not an HTTP error status (400-599)", h.Status)
 	case h.Secret != "" && len(h.idSecret) < 16:
 		return fmt.Errorf("secret: at least 16 bytes, got %d (an unset {env.*}?)", len(h.idSecret))
+	case h.RewriteHosts != nil && !h.PathToken:
+		return fmt.Errorf("rewrite_hosts: needs path_token (only its manifests are rewritten)")
 	case h.ListPath != "" && h.ListPath[0] != '/':
 		return fmt.Errorf("list_path: %q must start with /", h.ListPath)
+	}
+	for _, host := range h.RewriteHosts {
+		if host == "" || strings.ContainsAny(host, "/?# ") {
+			return fmt.Errorf("rewrite_hosts: %q is not a host (a name or address, with a port or not, no scheme or path)", host)
+		}
 	}
 	return h.Limit.validate()
 }

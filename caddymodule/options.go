@@ -56,6 +56,19 @@ func textOption[M any](prefix string, field func(*M) *string) option[M] {
 	}
 }
 
+// listOption is an option with one or more values, kept as written.
+func listOption[M any](prefix string, field func(*M) *[]string) option[M] {
+	return func(m *M, d *caddyfile.Dispenser) error {
+		name := d.Val()
+		values := d.RemainingArgs()
+		if len(values) == 0 {
+			return d.Errf("%s%s: want one or more values", prefix, name)
+		}
+		*field(m) = append(*field(m), values...)
+		return nil
+	}
+}
+
 // flagOption is an option that takes no value.
 func flagOption[M any](prefix string, field func(*M) *bool) option[M] {
 	return func(m *M, d *caddyfile.Dispenser) error {

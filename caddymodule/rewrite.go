@@ -10,7 +10,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/andybalholm/brotli"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/klauspost/compress/zstd"
 	"go.uber.org/zap"
 
 	"github.com/streamlimit/caddy-streamlimit/manifest"
@@ -116,20 +118,18 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 			zap.String("zone", h.Zone), zap.String("path", r.URL.Path), zap.Int("limit", maxManifest))
 		return caddyhttp.Error(http.StatusBadGateway, errManifestTooLarge)
 	}
-	if enc := w.Header().Get("Content-Encoding"); enc != "" && enc != "identity" {
+	if enc := w.Header().Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
 		// The origin compressed it although it was not asked to.
-		if !strings.EqualFold(enc, "gzip") {
+		decoded, err := decodeManifest(enc, body)
+		if errors.Is(err, errUnknownEncoding) {
 			h.logger.Warn("manifest in an encoding the limiter cannot read; passed on without tokens",
 				zap.String("zone", h.Zone), zap.String("content_encoding", enc))
 			return writeManifest(w, mw.status, body)
 		}
-		zr, err := gzip.NewReader(bytes.NewReader(body))
-		if err == nil {
-			body, err = io.ReadAll(io.LimitReader(zr, maxManifest))
-		}
 		if err != nil {
 			return caddyhttp.Error(http.StatusBadGateway, err)
 		}
+		body = decoded
 		w.Header().Del("Content-Encoding")
 	}
 	kind := manifest.Detect(w.Header().Get("Content-Type"), asked.Path)
@@ -142,7 +142,7 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 		return writeManifest(w, mw.status, body)
 	}
 	tz := &tokenizer{base: &url.URL{Scheme: "http", Host: r.Host, Path: asked.Path, RawPath: asked.RawPath},
-		dir: dirOf(asked.EscapedPath()), id: id, hosts: []string{r.Host}, secret: secret}
+		dir: dirOf(asked.EscapedPath()), id: id, hosts: append([]string{r.Host}, h.RewriteHosts...), secret: secret}
 	if r.TLS != nil {
 		tz.base.Scheme = "https"
 	}
@@ -172,6 +172,38 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 }
 
 var errManifestTooLarge = errors.New("manifest too large to rewrite")
+
+var errUnknownEncoding = errors.New("unknown content encoding")
+
+// decodeManifest undoes a manifest's Content-Encoding: gzip, br or zstd,
+// up to maxManifest bytes decoded.
+func decodeManifest(enc string, body []byte) ([]byte, error) {
+	var r io.Reader
+	switch strings.ToLower(strings.TrimSpace(enc)) {
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		r = zr
+	case "br":
+		r = brotli.NewReader(bytes.NewReader(body))
+	case "zstd":
+		zr, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(4*maxManifest))
+		if err != nil {
+			return nil, err
+		}
+		defer zr.Close()
+		r = zr
+	default:
+		return nil, errUnknownEncoding
+	}
+	out, err := io.ReadAll(io.LimitReader(r, maxManifest+1))
+	if err == nil && len(out) > maxManifest {
+		err = errManifestTooLarge
+	}
+	return out, err
+}
 
 func writeManifest(w http.ResponseWriter, status int, body []byte) error {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))

@@ -7,12 +7,16 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
 	"github.com/streamlimit/caddy-streamlimit/internal/testmedia"
@@ -120,11 +124,14 @@ func TestManifestsRewrittenBehindPrefixes(t *testing.T) {
 }
 
 // TestManifestResponsesAreRewrittenWhole: whatever the origin does with
-// the manifest's encoding, validators and ranges, the client gets the
-// whole rewritten manifest, with a length that matches, and nothing a
-// shared cache or a conditional request could hand to another stream.
+// the manifest's encoding (none, gzip, br, zstd, chunked), validators and
+// ranges, the client gets the whole rewritten manifest, with a length that
+// matches, and nothing a shared cache or a conditional request could hand
+// to another stream. URLs on the hosts rewrite_hosts lists are rewritten
+// like the request's own; others (an ad server) are left alone.
 func TestManifestResponsesAreRewrittenWhole(t *testing.T) {
-	const playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n/segments/a000.ts\n#EXT-X-ENDLIST\n"
+	const playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n/segments/a000.ts\n" +
+		"#EXTINF:2.0,\nhttp://origin.internal:8080/segments/a001.ts\n#EXTINF:2.0,\nhttps://ads.example.com/ad.ts\n#EXT-X-ENDLIST\n"
 	origin := origintest.StartWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// (Accept-Encoding: gzip may come from the proxy's own transport,
 		// which then decodes the answer itself.)
@@ -135,30 +142,44 @@ func TestManifestResponsesAreRewrittenWhole(t *testing.T) {
 		w.Header().Set("ETag", `"v1"`)
 		w.Header().Set("Last-Modified", "Mon, 30 Nov 2026 10:00:00 GMT")
 		w.Header().Set("Cache-Control", "public, max-age=60")
-		if strings.Contains(r.URL.Path, "gzip") {
-			// Compressed although not asked to, as some origins do.
-			w.Header().Set("Content-Encoding", "gzip")
-			zw := gzip.NewWriter(w)
-			zw.Write([]byte(playlist))
-			zw.Close()
+		// Compressed although not asked to, as some origins do.
+		var zw io.WriteCloser
+		switch enc := path.Base(path.Dir(r.URL.Path)); enc {
+		case "gzip":
+			zw = gzip.NewWriter(w)
+		case "br":
+			zw = brotli.NewWriter(w)
+		case "zstd":
+			zw, _ = zstd.NewWriter(w)
+		case "chunked":
+			// No length: Go's server sends it chunked.
+			w.Write([]byte(playlist[:10]))
+			http.NewResponseController(w).Flush()
+			w.Write([]byte(playlist[10:]))
+			return
+		default:
+			w.Write([]byte(playlist))
 			return
 		}
-		w.Write([]byte(playlist))
+		w.Header().Set("Content-Encoding", path.Base(path.Dir(r.URL.Path)))
+		zw.Write([]byte(playlist))
+		zw.Close()
 	}))
 	p := startCaddy(t, `
 	route /* {
 		stream_limit {
 			mode session
 			path_token
+			rewrite_hosts origin.internal
 		}
 		reverse_proxy `+origin.Addr+`
 	}`)
-	for _, name := range []string{"plain", "gzip"} {
+	for _, name := range []string{"plain", "gzip", "br", "zstd", "chunked"} {
 		t.Run(name, func(t *testing.T) {
-			landed := p.tokenized("/m/"+name+"/index.m3u8", "wren")
+			landed := p.tokenized("/m/"+name+"/index.m3u8", "wren-"+name)
 			id := streamIDOf(landed)
 			req, _ := http.NewRequest(http.MethodGet, p.url(landed), nil)
-			req.Header.Set("X-User-Id", "wren")
+			req.Header.Set("X-User-Id", "wren-"+name)
 			req.Header.Set("Range", "bytes=0-10")
 			req.Header.Set("If-None-Match", `"v1"`)
 			req.Header.Set("Accept-Encoding", "gzip")
@@ -173,6 +194,7 @@ func TestManifestResponsesAreRewrittenWhole(t *testing.T) {
 			token := regexp.MustCompile(regexp.QuoteMeta(PathTokenPrefix+id) + `\.d[\w-]{12}\.2000/`)
 			got := token.ReplaceAllString(string(body), "TOKEN/")
 			want := strings.Replace(playlist, "/segments/a000.ts", "../../segments/TOKEN/a000.ts", 1)
+			want = strings.Replace(want, "http://origin.internal:8080/segments/a001.ts", "../../segments/TOKEN/a001.ts", 1)
 			if resp.StatusCode != http.StatusOK || got != want {
 				t.Fatalf("%s\n%q\nwant\n%q", resp.Status, got, want)
 			}
