@@ -39,6 +39,8 @@ var (
 	workers  = flag.Int("workers", 32, "concurrent clients")
 	rounds   = flag.Int("rounds", 3, "measurements of each target per scenario, interleaved; the median is reported")
 	users    = flag.Int("users", 1000, "users in the steady-playback scenario, 3 streams each")
+	only     = flag.String("scenarios", "abcd", "the scenarios to run: (a) steady, (b) churn, (c) denial storm, (d) manifests")
+	segments = flag.Int("playlist-segments", 300, "segments in the manifests scenario's media playlist (10 minutes of 2 s segments)")
 )
 
 func main() {
@@ -65,9 +67,14 @@ func main() {
 
 	fmt.Printf("# make bench: %d workers, %v per measurement, %d users x 3 streams, GOMAXPROCS=%s, %s\n\n",
 		*workers, *duration, *users, os.Getenv("GOMAXPROCS"), time.Now().UTC().Format(time.RFC3339))
-	steadyPlayback(targets)
-	churn(targets)
-	denialStorm(targets)
+	for _, sc := range []struct {
+		name string
+		run  func([]*target)
+	}{{"a", steadyPlayback}, {"b", churn}, {"c", denialStorm}, {"d", manifests}} {
+		if strings.Contains(*only, sc.name) {
+			sc.run(targets)
+		}
+	}
 }
 
 // limitedSite is the site of the stream_limit targets: %[1]s is the store
@@ -84,6 +91,15 @@ const limitedSite = `
 	route /c/* {
 		stream_limit {
 			zone c
+			%[1]s
+		}
+		reverse_proxy %[2]s
+	}
+	route /m/* {
+		stream_limit {
+			mode session
+			path_token
+			zone m
 			%[1]s
 		}
 		reverse_proxy %[2]s
@@ -189,6 +205,33 @@ func denialStorm(targets []*target) {
 	})
 	printTable("(c) denial storm: users at their limit hammering starts", targets, res,
 		rate("answers/s"), versus("vs plain proxying", res[plain]), p50, p99)
+}
+
+// manifests is scenario (d): players of live streams re-reading their
+// media playlist, which the limiter rewrites (every URI gets the stream's
+// token) and plain reverse_proxy passes on. Every target gets the same
+// requests: a start's tokenized URL, which plain reverse_proxy passes to
+// the origin as a query it ignores.
+func manifests(targets []*target) {
+	const manifestUsers = 100
+	urls := map[*target][]string{}
+	for _, t := range targets[1:] {
+		for u := range manifestUsers {
+			urls[t] = append(urls[t], t.location("/m/title/index.m3u8", "manifest-"+strconv.Itoa(u)))
+		}
+	}
+	urls[targets[0]] = urls[targets[1]]
+	res := measure(targets, func(t *target) (func(*rand.Rand) *http.Request, int) {
+		return func(rng *rand.Rand) *http.Request {
+			u := rng.IntN(manifestUsers)
+			req, _ := http.NewRequest(http.MethodGet, "http://"+t.addr+urls[t][u], nil)
+			req.Header.Set("X-User-Id", "manifest-"+strconv.Itoa(u))
+			return req
+		}, http.StatusOK
+	})
+	base := res[targets[0]]
+	printTable(fmt.Sprintf("(d) manifests: a %d-segment media playlist, rewritten for each stream", *segments), targets, res,
+		rate("manifests/s"), versus("vs plain", base), p50, p99, p99Added(base))
 }
 
 // column is one column of a results table: its heading, and its cell for
@@ -303,6 +346,24 @@ func (t *target) get(path, user, id string) string {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.Header.Get("Stream-Id")
+}
+
+// location starts a stream at path and returns the tokenized URL (path
+// and query) it is redirected to.
+func (t *target) location(path, user string) string {
+	req, _ := http.NewRequest(http.MethodGet, "http://"+t.addr+path, nil)
+	req.Header.Set("X-User-Id", user)
+	c := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect {
+		log.Fatalf("start of %s on %s: %s", path, t.name, resp.Status)
+	}
+	return loc.RequestURI()
 }
 
 // startStreams starts per streams for each of n users ("" ids on plain).
@@ -423,14 +484,26 @@ func loadFor(d time.Duration, next func(*rand.Rand) *http.Request, want int) res
 	return result{n: len(lat), rps: float64(len(lat)) / elapsed.Seconds(), p50: pct(0.5), p99: pct(0.99)}
 }
 
-// startOrigin serves a 16 KiB segment for every path.
+// startOrigin serves a media playlist of *segments segments for .m3u8
+// paths, and a 16 KiB segment for every other path.
 func startOrigin() string {
 	body := make([]byte, 16<<10)
+	var playlist strings.Builder
+	playlist.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n")
+	for i := range *segments {
+		fmt.Fprintf(&playlist, "#EXTINF:2.000000,\nseg%05d.ts\n", i)
+	}
+	playlist.WriteString("#EXT-X-ENDLIST\n")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}
 	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, ".m3u8") {
+			w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
+			io.WriteString(w, playlist.String())
+			return
+		}
 		w.Header().Set("Content-Type", "video/mp2t")
 		w.Write(body)
 	}))

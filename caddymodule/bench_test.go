@@ -2,8 +2,11 @@ package caddymodule
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -80,6 +83,50 @@ func BenchmarkChurn(b *testing.B) {
 		clear(hdr)
 		if err := h.ServeHTTP(rw, r, nop); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkManifestContinuation measures a player of a live stream reading
+// its media playlist again (300 segments of 2 s, the next handler standing
+// for the origin): the token check, and the rewriting that gives every
+// URI the stream's token.
+func BenchmarkManifestContinuation(b *testing.B) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{Zone: "manifests", Mode: ModeSession, PathToken: true}
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer h.Cleanup()
+	var playlist strings.Builder
+	playlist.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n")
+	for i := range 300 {
+		fmt.Fprintf(&playlist, "#EXTINF:2.000000,\nseg%05d.ts\n", i)
+	}
+	playlist.WriteString("#EXT-X-ENDLIST\n")
+	origin := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
+		_, err := io.WriteString(w, playlist.String())
+		return err
+	})
+	request := func(target string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, target, nil)
+		r.Header.Set("X-User-Id", "viewer")
+		ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddyhttp.NewTestReplacer(r))
+		return r.WithContext(context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{}))
+	}
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, request("/live/index.m3u8"), origin); err != nil {
+		b.Fatal(err)
+	}
+	tokenized := "/live/" + strings.TrimPrefix(w.Header().Get("Location"), "./")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		rw := httptest.NewRecorder()
+		if err := h.ServeHTTP(rw, request(tokenized), origin); err != nil || rw.Code != http.StatusOK {
+			b.Fatalf("%v %d", err, rw.Code)
 		}
 	}
 }

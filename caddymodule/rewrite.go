@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/andybalholm/brotli"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -225,12 +226,70 @@ type tokenizer struct {
 	// last is the MAC made last: the URIs of one directory share it.
 	lastScope      byte
 	lastPath, last string
+	// prefixes holds, for plain relative URIs (a file name, with
+	// directories or not), what goes before the file name in their
+	// tokenized form, by directory and extra: most of a playlist's
+	// segments share one.
+	prefixes map[prefixKey]string
+	// lastDur and lastExtra are the extra made last.
+	lastDur   time.Duration
+	lastExtra string
 }
+
+type prefixKey struct{ dir, extra string }
 
 // ref returns the form of a manifest URI that carries the stream's token,
 // as a path relative to the manifest's directory, or false to keep it as
 // written.
 func (tz *tokenizer) ref(ref manifest.Ref) (string, bool) {
+	if ref.Base == "" && !ref.Template && !isPlaylistRole(ref.Role) && ref.Role != manifest.RoleBaseURL && plainRelative(ref.URI) {
+		// The common case, a segment named relative to its playlist:
+		// resolved once per directory, then only joined.
+		i := strings.LastIndexByte(ref.URI, '/') + 1
+		key := prefixKey{ref.URI[:i], tz.extra(ref)}
+		prefix, ok := tz.prefixes[key]
+		if !ok {
+			full, tokenized := tz.slowRef(manifest.Ref{Role: ref.Role, URI: key.dir + "x", Duration: ref.Duration, Timeline: ref.Timeline, Track: ref.Track})
+			if !tokenized {
+				return "", false
+			}
+			prefix = full[:len(full)-1]
+			if tz.prefixes == nil {
+				tz.prefixes = map[prefixKey]string{}
+			}
+			tz.prefixes[key] = prefix
+		}
+		return prefix + ref.URI[i:], true
+	}
+	return tz.slowRef(ref)
+}
+
+// plainRelative reports whether uri is a relative path of plain names
+// (no scheme, query, fragment, escapes, dot segments or variables), which
+// resolves against its manifest's directory by joining.
+func plainRelative(uri string) bool {
+	if uri == "" || uri[0] == '/' || uri[len(uri)-1] == '/' || strings.Contains(uri, "/"+PathTokenPrefix) || strings.HasPrefix(uri, PathTokenPrefix) {
+		return false
+	}
+	start := 0 // of the path segment being read
+	for i := 0; i <= len(uri); i++ {
+		if i == len(uri) || uri[i] == '/' {
+			if seg := uri[start:i]; seg == "" || seg == "." || seg == ".." {
+				return false
+			}
+			start = i + 1
+			continue
+		}
+		switch uri[i] {
+		case ':', '?', '#', '%', '\\', '{', '}', '$':
+			return false
+		}
+	}
+	return true
+}
+
+// slowRef is ref for any URI: parsed, resolved, checked for its host.
+func (tz *tokenizer) slowRef(ref manifest.Ref) (string, bool) {
 	u, err := url.Parse(ref.URI)
 	if err != nil || strings.Contains(ref.URI, PathTokenPrefix) {
 		return "", false
@@ -300,7 +359,10 @@ func (tz *tokenizer) extra(ref manifest.Ref) string {
 			d = ref.Timeline.Average()
 		}
 		if !aux {
-			return mediaExtra(d)
+			if d != tz.lastDur || tz.lastExtra == "" {
+				tz.lastDur, tz.lastExtra = d, mediaExtra(d)
+			}
+			return tz.lastExtra
 		}
 	}
 	return ""
