@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,4 +148,52 @@ func leaseLeft(p *proxy, user string) (time.Duration, int) {
 		p.t.Fatal(err)
 	}
 	return expires.Sub(now()), len(streams)
+}
+
+// TestBurstOfSegmentsCostsFewStoreCalls: a player fetching a whole title's
+// 45 segments at once (as stock hls.js does with small segments) costs the
+// store its start and a renewal or two, not a call per segment: at most
+// 0.1 store calls per segment, the renewal that carries the lease through
+// the media included.
+func TestBurstOfSegmentsCostsFewStoreCalls(t *testing.T) {
+	needFFmpeg(t)
+	origin := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
+	p := startCaddy(t, `
+	route /* {
+		stream_limit {
+			mode session
+			path_token
+			zone burst
+			lease 9s
+			list_path /streams
+		}
+		reverse_proxy `+origin.Addr+`
+	}`)
+	// The zone reads its id secret from the store once in its life: not a
+	// cost of the playback.
+	calls := func() float64 {
+		return p.storeCalls("burst") - p.scrape()[`caddy_stream_limit_store_duration_seconds_count{op="secret",zone="burst"}`]
+	}
+	before, served := calls(), len(origin.Paths())
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+		"-headers", "X-User-Id: burst\r\n", "-i", p.url(testmedia.Entry["flat"]),
+		"-c", "copy", "-f", "null", "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	time.Sleep(4 * time.Second) // the keepalive's last renewal, a renewal interval (3 s) on
+	spent := calls() - before
+	segments := 0
+	for _, path := range origin.Paths()[served:] {
+		if strings.HasSuffix(path, ".ts") {
+			segments++
+		}
+	}
+	t.Logf("%d segments, %.0f store calls: %.3f per segment", segments, spent, spent/float64(segments))
+	if segments < 40 || spent/float64(segments) > 0.1 {
+		t.Fatalf("%d segments cost %.0f store calls, want at most 0.1 per segment", segments, spent)
+	}
+	if left, n := leaseLeft(p, "burst"); n != 1 || left < titleLength/2 {
+		t.Fatalf("after the burst: %d streams, lease running %v more; want 1, through the media", n, left)
+	}
 }
