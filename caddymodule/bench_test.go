@@ -88,20 +88,26 @@ func BenchmarkChurn(b *testing.B) {
 }
 
 // BenchmarkManifestContinuation measures a player of a live stream reading
-// its media playlist again (300 segments of 2 s, the next handler standing
-// for the origin): the token check, and the rewriting that gives every
-// URI the stream's token.
+// its media playlist again (10 segments of 2 s, a live window, and 300, ten
+// minutes; the next handler stands for the origin): the token check, and
+// the rewriting that gives every URI the stream's token.
 func BenchmarkManifestContinuation(b *testing.B) {
+	for _, n := range []int{10, 300} {
+		b.Run(fmt.Sprintf("segments=%d", n), func(b *testing.B) { benchmarkManifestContinuation(b, n) })
+	}
+}
+
+func benchmarkManifestContinuation(b *testing.B, segments int) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
-	h := &Handler{Zone: "manifests", Mode: ModeSession, PathToken: true}
+	h := &Handler{Zone: fmt.Sprintf("manifests%d", segments), Mode: ModeSession, PathToken: true}
 	if err := h.Provision(ctx); err != nil {
 		b.Fatal(err)
 	}
 	defer h.Cleanup()
 	var playlist strings.Builder
 	playlist.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n")
-	for i := range 300 {
+	for i := range segments {
 		fmt.Fprintf(&playlist, "#EXTINF:2.000000,\nseg%05d.ts\n", i)
 	}
 	playlist.WriteString("#EXT-X-ENDLIST\n")

@@ -2,12 +2,13 @@ package caddymodule
 
 import (
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/streamlimit/caddy-streamlimit/lease"
 )
 
 // A path token binds a stream to its title: it carries the stream's id,
@@ -117,13 +118,11 @@ func (t pathToken) boundBy(secret []byte) bool {
 
 // scopeMAC is the MAC of a token for stream id, scope and (decoded) path.
 func scopeMAC(secret []byte, id string, scope byte, path string) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("stream_limit scope\x00"))
-	m.Write([]byte(id))
-	m.Write([]byte{0, scope, 0})
-	m.Write([]byte(path))
-	var sum [sha256.Size]byte
-	return base64.RawURLEncoding.EncodeToString(m.Sum(sum[:0])[:macLen])
+	var mac [macLen]byte
+	lease.Tag(mac[:], secret, "stream_limit scope", id, string(scope), path)
+	var out [(macLen + 2) / 3 * 4]byte
+	base64.RawURLEncoding.Encode(out[:], mac[:])
+	return string(out[:base64.RawURLEncoding.EncodedLen(macLen)])
 }
 
 // tokenBody is a token without PathTokenPrefix: the value of the query

@@ -50,6 +50,23 @@ func VerifyID(secret []byte, key Key, id string) bool {
 	return subtle.ConstantTimeCompare(u[8:], want[8:]) == 1
 }
 
+// Tag returns the MAC under secret of the parts, each length-prefixed so
+// that no two lists of parts share their bytes, in dst's first len(dst)
+// bytes (at most 32). Callers bind other things to ids with it (the
+// handler binds a stream's id to the paths it may be used on).
+func Tag(dst []byte, secret []byte, parts ...string) {
+	m, pool := macFor(secret)
+	defer pool.Put(m)
+	var n [4]byte
+	for _, p := range parts {
+		binary.BigEndian.PutUint32(n[:], uint32(len(p)))
+		m.Write(n[:])
+		m.Write([]byte(p))
+	}
+	var sum [sha256.Size]byte
+	copy(dst, m.Sum(sum[:0]))
+}
+
 // macs keeps, per secret, keyed HMACs to reuse: building one costs more
 // than using it, and there are only ever a few secrets.
 var macs sync.Map // string(secret) -> *sync.Pool of hash.Hash
