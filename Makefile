@@ -21,14 +21,15 @@ test: deps lint
 	XDG_CONFIG_HOME=$(TEST_HOME) XDG_DATA_HOME=$(TEST_HOME) SCREENSHOT_DIR=$(CURDIR)/browser/out \
 		$(GO) test -race -count=1 -timeout 9m ./...
 
-# The demo page in headless Chromium through the demo Caddyfile: installs
-# Debian's chromium and playwright-core when missing, and fails rather than
-# skips without them. Screenshots land in browser/out.
+# The demo page, and the stock players' matrix (TestPlayers), in headless
+# Chromium through Caddy: installs Debian's chromium, playwright-core and the
+# players when missing, and fails rather than skips without them.
+# Screenshots land in browser/out.
 test-browser:
 	./scripts/deps.sh browser
 	mkdir -p $(TEST_HOME)
 	XDG_CONFIG_HOME=$(TEST_HOME) XDG_DATA_HOME=$(TEST_HOME) SCREENSHOT_DIR=$(CURDIR)/browser/out \
-	STREAMLIMIT_BROWSER=require $(GO) test -count=1 -run '^TestDemoPageInBrowser$$' -v ./cmd/caddy
+	STREAMLIMIT_BROWSER=require $(GO) test -count=1 -run '^(TestDemoPageInBrowser|TestPlayers)$$' -v ./cmd/caddy
 
 deps:
 	./scripts/deps.sh

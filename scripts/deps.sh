@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need and the machine lacks: Go modules, and the
 # Debian packages of the real peers the tests drive (redis-server, ffmpeg).
-# With the argument `browser` it also installs what the browser test needs:
-# Debian's chromium and, from npm, playwright-core (browser/package-lock.json).
-# Without it, playwright-core is still installed where Chromium already is,
-# so that `make test` runs the browser test on such machines.
+# With the argument `browser` it also installs what the browser tests need:
+# Debian's chromium and, from npm, playwright-core and the stock players
+# hls.js, dash.js and Shaka Player (browser/package-lock.json). Without it,
+# those are still installed where Chromium already is, so that `make test`
+# runs the browser tests on such machines.
 # Installing packages needs root (CI and the dev machines run as root);
 # without it, the missing tools are named and the run stops.
 set -euo pipefail
@@ -40,12 +41,30 @@ fi
 
 go mod download
 
-if [ -x "$chromium" ] && command -v npm >/dev/null 2>&1 && [ ! -d browser/node_modules/playwright-core ]; then
-	echo "installing playwright-core for the browser test (npm ci in browser/)" >&2
+# npm ci runs when a package browser/package.json pins is missing from
+# browser/node_modules or installed at another version: a checkout that
+# added a player, or moved one to a new version, gets it on the next run.
+browser_packages_installed() {
+	node -e '
+		const fs = require("fs");
+		const pinned = JSON.parse(fs.readFileSync("browser/package.json", "utf8")).dependencies;
+		const installed = (name) => {
+			try {
+				return JSON.parse(fs.readFileSync(`browser/node_modules/${name}/package.json`, "utf8")).version;
+			} catch {
+				return null;
+			}
+		};
+		process.exit(Object.entries(pinned).every(([name, version]) => installed(name) === version) ? 0 : 1);
+	'
+}
+
+if [ -x "$chromium" ] && command -v npm >/dev/null 2>&1 && ! browser_packages_installed; then
+	echo "installing playwright-core and the players for the browser tests (npm ci in browser/)" >&2
 	if ! npm ci --prefix browser --no-audit --no-fund --loglevel=error >/dev/null; then
 		# Asked for, the browser test must run; otherwise it is skipped
 		# (or fails, under CI=true).
 		[ "${1:-}" = browser ] && exit 1
-		echo "npm ci failed: make test skips the browser test (fails it under CI=true)" >&2
+		echo "npm ci failed: make test skips the browser tests (fails them under CI=true)" >&2
 	fi
 fi
