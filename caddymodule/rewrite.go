@@ -65,6 +65,9 @@ func (w *manifestWriter) WriteHeader(code int) {
 	}
 	if code == http.StatusOK && manifest.Detect(w.Header().Get("Content-Type"), w.path) != manifest.None {
 		w.holding, w.status = true, code
+		if n, err := strconv.Atoi(w.Header().Get("Content-Length")); err == nil && n > 0 && n <= maxManifest {
+			w.body.Grow(n)
+		}
 		return
 	}
 	w.passed = true

@@ -196,8 +196,10 @@ func (w *writer) ref(start, end int, r Ref, how span) error {
 		}
 	}
 	if w.out == nil {
-		// Room for a token on most URIs without regrowing.
-		w.out = make([]byte, 0, len(w.body)+len(w.body)/2+64)
+		// Room for a token on every URI of a playlist of short lines
+		// (where a token more than doubles a line) without regrowing, up
+		// to a few MiB more than the manifest.
+		w.out = make([]byte, 0, len(w.body)+min(2*len(w.body), 4<<20)+64)
 	}
 	w.out = append(w.out, w.body[w.last:start]...)
 	if how == spanXML {
