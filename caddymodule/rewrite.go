@@ -160,7 +160,7 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 		sum, _ := manifest.Summarize(kind, body)
 		tz.video = sum.Video
 	}
-	out, rerr := manifest.Rewrite(kind, body, tz.ref)
+	out, rerr := manifest.RewriteEdits(kind, body, tz.edit)
 	if rerr != nil {
 		h.logger.Warn("manifest could not be read; passed on without tokens",
 			zap.String("zone", h.Zone), zap.String("path", r.URL.Path), zap.Error(rerr))
@@ -234,6 +234,10 @@ type tokenizer struct {
 	// tokenized form, by directory and extra: most of a playlist's
 	// segments share one.
 	prefixes map[prefixKey]string
+	// lastKey and lastPrefix are the prefix used last: a playlist's
+	// segments come one after another.
+	lastKey    prefixKey
+	lastPrefix string
 	// lastDur and lastExtra are the extra made last.
 	lastDur   time.Duration
 	lastExtra string
@@ -245,16 +249,25 @@ type prefixKey struct{ dir, extra string }
 // as a path relative to the manifest's directory, or false to keep it as
 // written.
 func (tz *tokenizer) ref(ref manifest.Ref) (string, bool) {
+	e, ok := tz.edit(ref)
+	return e.Insert + ref.URI[e.From:], ok
+}
+
+// edit is ref as a manifest.Edit: for the common case, a segment named
+// relative to its playlist, the tokenized prefix of its directory before
+// its file name, resolved once per directory.
+func (tz *tokenizer) edit(ref manifest.Ref) (manifest.Edit, bool) {
 	if ref.Base == "" && !ref.Template && !isPlaylistRole(ref.Role) && ref.Role != manifest.RoleBaseURL && plainRelative(ref.URI) {
-		// The common case, a segment named relative to its playlist:
-		// resolved once per directory, then only joined.
 		i := strings.LastIndexByte(ref.URI, '/') + 1
 		key := prefixKey{ref.URI[:i], tz.extra(ref)}
+		if key == tz.lastKey {
+			return manifest.Edit{Insert: tz.lastPrefix, From: i}, true
+		}
 		prefix, ok := tz.prefixes[key]
 		if !ok {
 			full, tokenized := tz.slowRef(manifest.Ref{Role: ref.Role, URI: key.dir + "x", Duration: ref.Duration, Timeline: ref.Timeline, Track: ref.Track})
 			if !tokenized {
-				return "", false
+				return manifest.Edit{}, false
 			}
 			prefix = full[:len(full)-1]
 			if tz.prefixes == nil {
@@ -262,22 +275,25 @@ func (tz *tokenizer) ref(ref manifest.Ref) (string, bool) {
 			}
 			tz.prefixes[key] = prefix
 		}
-		return prefix + ref.URI[i:], true
+		tz.lastKey, tz.lastPrefix = key, prefix
+		return manifest.Edit{Insert: prefix, From: i}, true
 	}
-	return tz.slowRef(ref)
+	s, ok := tz.slowRef(ref)
+	return manifest.Edit{Insert: s, From: len(ref.URI)}, ok
 }
 
 // plainRelative reports whether uri is a relative path of plain names
 // (no scheme, query, fragment, escapes, dot segments or variables), which
 // resolves against its manifest's directory by joining.
 func plainRelative(uri string) bool {
-	if uri == "" || uri[0] == '/' || uri[len(uri)-1] == '/' || strings.Contains(uri, "/"+PathTokenPrefix) || strings.HasPrefix(uri, PathTokenPrefix) {
+	if uri == "" || uri[0] == '/' || uri[len(uri)-1] == '/' {
 		return false
 	}
 	start := 0 // of the path segment being read
 	for i := 0; i <= len(uri); i++ {
 		if i == len(uri) || uri[i] == '/' {
-			if seg := uri[start:i]; seg == "" || seg == "." || seg == ".." {
+			seg := uri[start:i]
+			if seg == "" || seg == "." || seg == ".." || (seg[0] == '~' && strings.HasPrefix(seg, PathTokenPrefix)) {
 				return false
 			}
 			start = i + 1

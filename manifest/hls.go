@@ -109,8 +109,7 @@ func scanHLS(b []byte, w *writer, sum *Summary) error {
 		switch string(name) {
 		case "EXTINF":
 			d, _, _ := bytes.Cut(value, []byte(","))
-			f, _ := strconv.ParseFloat(string(bytes.TrimSpace(d)), 64)
-			segDur = seconds(f)
+			segDur = parseSeconds(d)
 			continue
 		case "EXT-X-STREAM-INF":
 			variant = true

@@ -6,10 +6,11 @@
 package manifest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
-	"strings"
+	"strconv"
 	"time"
 )
 
@@ -129,6 +130,23 @@ var ErrReplacement = errors.New("manifest: replacement would change the manifest
 // manifest could not be read (or a replacement could not be written) and
 // the caller should serve it untouched or refuse it, as its policy says.
 func Rewrite(kind Kind, body []byte, fn func(Ref) (string, bool)) ([]byte, error) {
+	return RewriteEdits(kind, body, func(r Ref) (Edit, bool) {
+		s, ok := fn(r)
+		return Edit{Insert: s, From: len(r.URI)}, ok
+	})
+}
+
+// An Edit says what a URI becomes: Insert, then the URI as written from
+// its byte From on. {Insert: s, From: len(URI)} replaces it with s; a
+// caller that puts the same prefix before the tail of many URIs (a token
+// before a file name) says so without building a string for each.
+type Edit struct {
+	Insert string
+	From   int
+}
+
+// RewriteEdits is Rewrite, with each URI's replacement given as an Edit.
+func RewriteEdits(kind Kind, body []byte, fn func(Ref) (Edit, bool)) ([]byte, error) {
 	w := writer{body: body, fn: fn}
 	var err error
 	switch kind {
@@ -172,28 +190,43 @@ const (
 // bytes between them; it allocates nothing until fn changes something.
 type writer struct {
 	body []byte
-	fn   func(Ref) (string, bool)
+	fn   func(Ref) (Edit, bool)
 	out  []byte
 	last int // body[:last] is already in out (or unchanged)
+	// checked is the last Insert found fit for an HLS span: URIs that
+	// share one are checked once.
+	checked string
 }
 
 func (w *writer) ref(start, end int, r Ref, how span) error {
 	if w.fn == nil {
 		return nil
 	}
-	repl, ok := w.fn(r)
+	e, ok := w.fn(r)
 	if !ok || start < w.last || end > len(w.body) {
 		return nil
 	}
+	if e.From < 0 || e.From > len(r.URI) {
+		return fmt.Errorf("%w: %s: edit from byte %d of %q", ErrReplacement, r.Tag, e.From, r.URI)
+	}
+	tail := r.URI[e.From:]
 	switch how {
 	case spanLine:
-		if repl == "" || repl[0] == '#' || strings.ContainsAny(repl, "\r\n") {
-			return fmt.Errorf("%w: %s %q", ErrReplacement, r.Tag, repl)
+		first := byte('#') // an empty line is no URI either
+		if e.Insert != "" {
+			first = e.Insert[0]
+		} else if tail != "" {
+			first = tail[0]
 		}
+		if first == '#' || (e.Insert != w.checked && hasAny(e.Insert, '\r', '\n', '\n')) {
+			return fmt.Errorf("%w: %s %q", ErrReplacement, r.Tag, e.Insert+tail)
+		}
+		w.checked = e.Insert
 	case spanQuoted:
-		if strings.ContainsAny(repl, "\"\r\n") {
-			return fmt.Errorf("%w: %s %q", ErrReplacement, r.Tag, repl)
+		if e.Insert != w.checked && hasAny(e.Insert, '"', '\r', '\n') {
+			return fmt.Errorf("%w: %s %q", ErrReplacement, r.Tag, e.Insert+tail)
 		}
+		w.checked = e.Insert
 	}
 	if w.out == nil {
 		// Room for a token on every URI of a playlist of short lines
@@ -203,12 +236,50 @@ func (w *writer) ref(start, end int, r Ref, how span) error {
 	}
 	w.out = append(w.out, w.body[w.last:start]...)
 	if how == spanXML {
-		w.out = appendXMLEscaped(w.out, repl)
+		w.out = appendXMLEscaped(appendXMLEscaped(w.out, e.Insert), tail)
 	} else {
-		w.out = append(w.out, repl...)
+		// In HLS the URI is its bytes as written.
+		w.out = append(append(w.out, e.Insert...), w.body[start+e.From:end]...)
 	}
 	w.last = end
 	return nil
+}
+
+// hasAny reports whether s holds any of the bytes a, b, c (cheaper than
+// strings.ContainsAny, which is called once a URI).
+func hasAny(s string, a, b, c byte) bool {
+	for i := 0; i < len(s); i++ {
+		if ch := s[i]; ch == a || ch == b || ch == c {
+			return true
+		}
+	}
+	return false
+}
+
+// parseSeconds reads a duration in decimal seconds ("2", "6.006",
+// "4.000000"), or returns 0 when it is not a sensible media duration. The
+// plain decimal form, which packagers write, is read without a float.
+func parseSeconds(b []byte) time.Duration {
+	b = bytes.TrimSpace(b)
+	var whole, frac, scale int64 = 0, 0, int64(time.Second)
+	i := 0
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9' && whole < 1e8; i++ {
+		whole = whole*10 + int64(b[i]-'0')
+	}
+	if i > 0 && i < len(b) && b[i] == '.' {
+		i++
+		for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+			if scale > 1 {
+				scale /= 10
+				frac += int64(b[i]-'0') * scale
+			}
+		}
+	}
+	if i == 0 || i < len(b) || whole >= 1e8 {
+		f, _ := strconv.ParseFloat(string(b), 64) // exponents, signs, garbage
+		return seconds(f)
+	}
+	return time.Duration(whole)*time.Second + time.Duration(frac)
 }
 
 // seconds turns a duration in (possibly fractional) seconds into a

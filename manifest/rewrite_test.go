@@ -251,3 +251,28 @@ func TestTokenOnOriginOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestParseSeconds: durations as packagers write them are read exactly,
+// without a float; other forms as ParseFloat reads them; nonsense is 0.
+func TestParseSeconds(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"2":            2 * time.Second,
+		"6.006":        6006 * time.Millisecond,
+		"4.000000":     4 * time.Second,
+		" 10.5 ":       10500 * time.Millisecond,
+		"0.0000000019": 1,
+		"1e1":          10 * time.Second,
+		"2.":           2 * time.Second,
+		".5":           500 * time.Millisecond,
+		"-3":           0,
+		"":             0,
+		"abc":          0,
+		"0":            0,
+		"NaN":          0,
+		"999999999999": 0,
+	} {
+		if got := parseSeconds([]byte(in)); got != want {
+			t.Errorf("parseSeconds(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
