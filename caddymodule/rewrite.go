@@ -260,7 +260,7 @@ func (tz *tokenizer) edit(ref manifest.Ref) (manifest.Edit, bool) {
 	if ref.Base == "" && !ref.Template && !isPlaylistRole(ref.Role) && ref.Role != manifest.RoleBaseURL && plainRelative(ref.URI) {
 		i := strings.LastIndexByte(ref.URI, '/') + 1
 		key := prefixKey{ref.URI[:i], tz.extra(ref)}
-		if key == tz.lastKey {
+		if key == tz.lastKey && tz.lastPrefix != "" {
 			return manifest.Edit{Insert: tz.lastPrefix, From: i}, true
 		}
 		prefix, ok := tz.prefixes[key]

@@ -265,8 +265,17 @@ func (ls *localStream) played(d time.Duration) {
 	}
 	ls.mediaEnd = end
 	if ls.keepalive == nil && !ls.ended && !ls.revoked && ls.behind() {
-		ls.keepalive = time.AfterFunc(renewEvery(ls.terms.ttl), ls.keepAlive)
+		ls.keepalive = time.AfterFunc(ls.flushIn(), ls.keepAlive)
 	}
+}
+
+// flushIn is when the media served must be carried to the store: while
+// two renewal intervals of the store's lease are left, so that a store
+// that fails once still gets it in time. Until then the stream's requests
+// (which renew at least once a lease) may carry it first, and the media
+// of many segments goes in one renewal.
+func (ls *localStream) flushIn() time.Duration {
+	return max(ls.storeUntil.Sub(now())-2*renewEvery(ls.terms.ttl), renewEvery(ls.terms.ttl))
 }
 
 // behind reports whether the store's lease ends a second or more before
@@ -288,6 +297,13 @@ func (ls *localStream) keepAlive() {
 	}
 	if len(ls.requests) == 0 && !ls.behind() {
 		ls.keepalive = nil // nothing to keep alive; the next request restarts it
+		ls.mu.Unlock()
+		return
+	}
+	if len(ls.requests) == 0 && ls.storeUntil.Sub(now()) > 2*renewEvery(ls.terms.ttl)+time.Second {
+		// Media to carry, but not yet due: a request of the stream may
+		// carry it first.
+		ls.keepalive.Reset(ls.flushIn())
 		ls.mu.Unlock()
 		return
 	}
