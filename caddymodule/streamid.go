@@ -201,7 +201,7 @@ func parseStreamID(s string) (string, error) {
 // served carries the token too, with no change to the player.
 func (h *Handler) redirectToToken(w http.ResponseWriter, r *http.Request, secret []byte, id string) {
 	w.Header().Set(StreamIDHeader, id)
-	w.Header().Set("Location", tokenLocation(r.URL, tokenBody(secret, id, scopeFile, r.URL.Path, "")))
+	w.Header().Set("Location", tokenLocation(r.URL, tokenBody(secret, id, scopeFile, path.Clean(r.URL.Path), "")))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusTemporaryRedirect)
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"encoding/base64"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -97,17 +98,33 @@ func parseToken(s string) (pathToken, error) {
 func isScope(c byte) bool { return c == scopeFile || c == scopeDir || c == scopePrefix }
 
 // scopedPath is the path a token's MAC covers, or false when the request's
-// path lies outside what the scope allows.
+// path lies outside what the scope allows. Dot segments are resolved
+// first, as the origin's file server will (a player that joins "../" to a
+// tokenized directory asks for the file the manifest meant).
 func (t pathToken) scopedPath() (string, bool) {
+	dir := cleanDir(t.prefix)
+	full := path.Clean(t.prefix + t.rest)
+	if t.rest == "" || strings.HasSuffix(t.rest, "/") || !strings.HasPrefix(full, dir) || len(full) == len(dir) {
+		return "", false
+	}
 	switch t.scope {
 	case scopeFile:
-		return t.prefix + t.rest, t.rest != "" && !strings.HasSuffix(t.rest, "/")
+		return full, true
 	case scopeDir:
-		return t.prefix, t.rest != "" && !strings.Contains(t.rest, "/")
+		return dir, !strings.Contains(full[len(dir):], "/")
 	case scopePrefix:
-		return t.prefix, true
+		return dir, true
 	}
 	return "", false
+}
+
+// cleanDir is a directory path with its dot segments resolved, ending in
+// "/".
+func cleanDir(p string) string {
+	if d := path.Clean(p); d != "/" {
+		return d + "/"
+	}
+	return "/"
 }
 
 // boundBy reports whether secret made the token for the path it came in.
