@@ -44,14 +44,14 @@ func TestBadInputTable(t *testing.T) {
 		hdr     []string
 		status  int
 		error   string // "" when the answer is not a refusal
-		proxied bool
+		proxied bool // a GET start of a manifest fetches it (served at once if it is VOD, else redirected)
 	}{
 		{"no user header", "GET", "/v/hls/index.m3u8", "", nil, 401, "missing_user", false},
 		{"empty user header", "GET", "/v/hls/index.m3u8", "-", nil, 401, "missing_user", false},
 		{"user of 513 bytes", "GET", "/v/hls/index.m3u8", strings.Repeat("u", 513), nil, 400, "bad_user", false},
-		{"user of 512 bytes", "GET", "/v/hls/index.m3u8", strings.Repeat("u", 512), nil, 307, "", false},
-		{"user with high bytes", "GET", "/v/hls/index.m3u8", "\xff\xfe", nil, 307, "", false},
-		{"user with braces and colons", "GET", "/v/hls/index.m3u8", "{a}: b", nil, 307, "", false},
+		{"user of 512 bytes", "GET", "/v/hls/index.m3u8", strings.Repeat("u", 512), nil, 307, "", true},
+		{"user with high bytes", "GET", "/v/hls/index.m3u8", "\xff\xfe", nil, 307, "", true},
+		{"user with braces and colons", "GET", "/v/hls/index.m3u8", "{a}: b", nil, 307, "", true},
 		{"malformed Stream-Id", "GET", "/v/hls/seg.ts", "m1", []string{StreamIDHeader, "zzz"}, 400, "bad_stream_id", false},
 		{"truncated Stream-Id", "GET", "/v/hls/seg.ts", "m2", []string{StreamIDHeader, aliceID[:35]}, 400, "bad_stream_id", false},
 		{"Stream-Id in braces", "GET", "/v/hls/seg.ts", "m3", []string{StreamIDHeader, "{" + aliceID[:34] + "}"}, 400, "bad_stream_id", false},
@@ -81,8 +81,8 @@ func TestBadInputTable(t *testing.T) {
 		{"OPTIONS that is no preflight needs a user", "OPTIONS", "/v/hls/index.m3u8", "", []string{"Origin", "https://player.example"}, 401, "missing_user", false},
 		{"OPTIONS with a user is a start like any", "OPTIONS", "/v/hls/index.m3u8", "m15", nil, 200, "", true},
 		{"HEAD probe takes no slot", "HEAD", "/v/hls/index.m3u8", "m16", nil, 307, "", false},
-		{"huge query string", "GET", "/v/hls/index.m3u8?" + strings.Repeat("q=1&", 2000), "m17", nil, 307, "", false},
-		{"long path", "GET", "/v/" + strings.Repeat("d/", 1000) + "index.m3u8", "m18", nil, 307, "", false},
+		{"huge query string", "GET", "/v/hls/index.m3u8?" + strings.Repeat("q=1&", 2000), "m17", nil, 307, "", true},
+		{"long path", "GET", "/v/" + strings.Repeat("d/", 1000) + "index.m3u8", "m18", nil, 307, "", true},
 	}
 	if len(cases) < 25 {
 		t.Fatalf("only %d cases", len(cases))

@@ -405,11 +405,26 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	if err != nil {
 		return h.storeFailed(w, r, next, streamRef{key, lease.NewID(lease.NewSecret(), key)}, limit, err)
 	}
+	tokens := h.PathToken && h.session()
+	var again reopenKey
+	if tokens && r.Method == http.MethodGet {
+		// The same client opening the same title again (a probe, then the
+		// playback) continues the stream it started.
+		again = reopenKeyOf(r, key.User)
+		if id, ok := h.zone.reopens.recall(again); ok {
+			ref := streamRef{key, id}
+			if ls := h.zone.lookup(ref); ls != nil && ls.held() {
+				if _, revoked := ls.fresh(h.ttl()); !revoked {
+					return h.answerStart(w, r, next, secret, ref, limit, false)
+				}
+			}
+		}
+	}
 	ref := streamRef{key, lease.NewID(secret, key)}
-	if h.PathToken && h.session() && r.Method == http.MethodHead {
+	if tokens && r.Method == http.MethodHead {
 		// A probe takes no slot: the player's first GET of the tokenized URL
 		// admits the stream, as a lapsed stream's return would.
-		h.redirectToToken(w, r, secret, ref.id)
+		h.redirectToToken(w, r.URL, secret, ref.id)
 		return nil
 	}
 	policy := h.policy
@@ -431,13 +446,28 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.atLimit(w, r, next, d)
 	}
 	h.zone.recordAdmitted(ref)
-	if h.PathToken && h.session() && r.Method == http.MethodGet {
-		h.redirectToToken(w, r, secret, ref.id)
-		return nil
+	if tokens && r.Method == http.MethodGet {
+		h.zone.reopens.remember(again, ref.id, h.ttl())
+		return h.answerStart(w, r, next, secret, ref, limit, true)
 	}
 	return h.serve(w, r, next, ref, limit, true)
 }
 
+// answerStart answers a GET that starts a path_token stream, or opens it
+// again. A manifest is fetched and, when it is a master playlist, a VOD
+// playlist or a static MPD, served at once, rewritten: every URI in it
+// carries the stream, and a player that keeps the credentials of its URL
+// only for that URL (VLC) plays on. A live playlist, which the player will
+// read again, and any other file are answered with a redirect to the
+// tokenized URL, which the player then uses.
+func (h *Handler) answerStart(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, secret []byte, ref streamRef, limit int, confirmed bool) error {
+	if !isManifest(r.URL.Path) {
+		h.redirectToToken(w, r.URL, secret, ref.id)
+		return nil
+	}
+	caddyhttp.SetVar(r.Context(), startVar, true)
+	return h.serve(w, r, next, ref, limit, confirmed)
+}
 // continueStream serves a request that carries a stream id (session mode):
 // it renews the lease at most once per renewal interval, re-admits a lapsed
 // stream when a slot is free, and refuses a revoked one. ls is the stream's

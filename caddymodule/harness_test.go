@@ -109,6 +109,10 @@ func (p *proxy) caddyfile(site string) string {
 	log {
 		output discard
 	}
+	# Tests tell devices apart by X-Forwarded-For (one address each).
+	servers {
+		trusted_proxies static 127.0.0.0/8 ::1
+	}
 %s
 }
 http://%s {

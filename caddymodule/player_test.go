@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -52,8 +52,15 @@ func needFFmpeg(t *testing.T) {
 }
 
 // play runs ffmpeg on url as user; realTime plays at the media's pace.
-func play(ctx context.Context, url, user string, realTime bool) (string, error) {
-	args := []string{"-hide_banner", "-loglevel", "error", "-nostdin", "-headers", "X-User-Id: " + user + "\r\n"}
+// device, when set, is the player's address (X-Forwarded-For from the
+// trusted proxy the tests stand for): players on one address with one
+// User-Agent that open one title together are one client.
+func play(ctx context.Context, url, user, device string, realTime bool) (string, error) {
+	headers := "X-User-Id: " + user + "\r\n"
+	if device != "" {
+		headers += "X-Forwarded-For: " + device + "\r\n"
+	}
+	args := []string{"-hide_banner", "-loglevel", "error", "-nostdin", "-headers", headers}
 	if realTime {
 		args = append(args, "-re")
 	}
@@ -67,7 +74,7 @@ func TestPlayersCarryTheStreamWithoutKnowingIt(t *testing.T) {
 	p := startCaddy(t, playerSite)
 	for _, media := range []string{"/media/hls/index.m3u8", "/media/dash/manifest.mpd"} {
 		t.Run(media, func(t *testing.T) {
-			if out, err := play(context.Background(), p.url(media), "solo", false); err != nil {
+			if out, err := play(context.Background(), p.url(media), "solo", "", false); err != nil {
 				t.Fatalf("ffmpeg: %v\n%s", err, out)
 			}
 			// One playback, however many playlist and segment requests: one
@@ -107,21 +114,21 @@ func TestThreePlayersPlayTheFourthIsRefused(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					outs[i], errs[i] = play(ctx, p.url(media), user, true)
+					outs[i], errs[i] = play(ctx, p.url(media), user, fmt.Sprintf("10.0.0.%d", i+1), true)
 				}()
 			}
 			// A different user plays meanwhile.
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				outs[3], errs[3] = play(ctx, p.url(media), "neighbour"+media, true)
+				outs[3], errs[3] = play(ctx, p.url(media), "neighbour"+media, "10.0.1.1", true)
 			}()
 			eventually(t, "three playbacks started", func() bool { return len(p.listed("/media/streams", user)) == 3 })
 			resp, body := p.do(http.MethodGet, media, user)
 			if resp.StatusCode != http.StatusTooManyRequests || decodeJSON(t, body)["error"] != "stream_limit_exceeded" {
 				t.Fatalf("fourth player's first request: %s %s", resp.Status, body)
 			}
-			out, err := play(ctx, p.url(media), user, false)
+			out, err := play(ctx, p.url(media), user, "10.0.0.4", false)
 			if err == nil || !strings.Contains(out, "4XX") {
 				t.Fatalf("a fourth ffmpeg played: %v\n%s", err, out)
 			}
@@ -135,66 +142,85 @@ func TestThreePlayersPlayTheFourthIsRefused(t *testing.T) {
 	}
 }
 
-func TestTwoPlaybacksFromOneClientAreTwoStreams(t *testing.T) {
+// TestReopeningATitleIsOnePlayback: a client that opens the title it is
+// playing again (mpv's demuxer after its stream layer, streamlink's play
+// after its probe, a reload) continues its stream instead of taking
+// another slot; another device is another screen, and at the limit (2) a
+// third is refused. Each playback fetches its segments with its tokens.
+func TestReopeningATitleIsOnePlayback(t *testing.T) {
 	p := startCaddy(t, playerSite)
-	// One client (one cookie jar, one connection pool) starts the same
-	// media twice: two streams, each of which fetches its segments.
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar}
-	var finals []string
-	for range 2 {
-		req, _ := http.NewRequest(http.MethodGet, p.url("/two/hls/index.m3u8"), nil)
-		req.Header.Set("X-User-Id", "twin")
-		resp, err := c.Do(req)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("start: %v %v", err, resp)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		finals = append(finals, resp.Request.URL.RequestURI())
+	first := p.startFrom("/two/hls/index.m3u8", "twin", "10.0.3.1")
+	again := p.startFrom("/two/hls/index.m3u8", "twin", "10.0.3.1")
+	if again.id != first.id {
+		t.Fatalf("the same client opening the title again got stream %s, want its stream %s", again.id, first.id)
 	}
-	if finals[0] == finals[1] || streamIDOf(finals[0]) == "" {
-		t.Fatalf("two playbacks ended at %v, want two tokenized URLs", finals)
+	other := p.startFrom("/two/hls/index.m3u8", "twin", "10.0.3.2")
+	if other.id == first.id {
+		t.Fatal("another device got the first device's stream")
 	}
-	for _, f := range finals {
+	for _, pb := range []playback{first, other} {
 		for seg := range 6 {
-			u := p.url(p.uriIn(f, "twin", fmt.Sprintf("seg%02d.ts", seg)))
-			req, _ := http.NewRequest(http.MethodGet, u, nil)
-			req.Header.Set("X-User-Id", "twin")
-			resp, err := c.Do(req)
-			if err != nil || resp.StatusCode != http.StatusOK {
-				t.Fatalf("segment %s: %v %v", u, err, resp)
+			u := pb.uri(t, fmt.Sprintf("seg%02d.ts", seg))
+			if r, body := p.do(http.MethodGet, u, "twin"); r.StatusCode != http.StatusOK || r.Header.Get(StreamIDHeader) != pb.id {
+				t.Fatalf("segment %s: %s %s", u, r.Status, body)
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
 		}
 	}
 	if l := p.listed("/two/streams", "twin"); len(l) != 2 {
-		t.Fatalf("two playbacks with all their segments hold %d streams, want 2", len(l))
+		t.Fatalf("two devices with all their segments hold %d streams, want 2", len(l))
 	}
-	if r, _ := p.do(http.MethodGet, "/two/hls/index.m3u8", "twin"); r.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("a third playback at limit 2: %s", r.Status)
+	if r, _ := p.do(http.MethodGet, "/two/hls/index.m3u8", "twin", "X-Forwarded-For", "10.0.3.3"); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a third device at limit 2: %s", r.Status)
 	}
 }
 
-// tokenized starts a playback of path as a player does, following the
-// redirect, and returns the URL (path and query) it landed at, which
-// carries the stream's token.
+// playback is a playback a test started as a player does.
+type playback struct {
+	url  string // where it landed (path and query): the tokenized URL, or the one asked for when the manifest was served at once
+	id   string // its stream id, from the Stream-Id header
+	body string // what it was served there
+	base *url.URL
+}
+
+// startFrom starts a playback of path as user on device (an address sent
+// as X-Forwarded-For; "" for the test's own), following a redirect.
+func (p *proxy) startFrom(path, user, device string) playback {
+	p.t.Helper()
+	hdr := []string{}
+	if device != "" {
+		hdr = append(hdr, "X-Forwarded-For", device)
+	}
+	resp, body := p.do(http.MethodGet, path, user, hdr...)
+	id := resp.Header.Get(StreamIDHeader)
+	if resp.StatusCode != http.StatusOK || id == "" {
+		p.t.Fatalf("start of %s: %s at %s: %s", path, resp.Status, resp.Request.URL, body)
+	}
+	return playback{url: resp.Request.URL.RequestURI(), id: id, body: body, base: resp.Request.URL}
+}
+
+// tokenized starts a playback of path as user and returns the URL it
+// landed at.
 func (p *proxy) tokenized(path, user string) string {
 	p.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, p.url(path), nil)
-	req.Header.Set("X-User-Id", user)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		p.t.Fatal(err)
+	return p.startFrom(path, user, "").url
+}
+
+// uri is the URI in the playback's manifest (resolved: path and query)
+// whose path ends in name.
+func (pb playback) uri(t testing.TB, name string) string {
+	t.Helper()
+	for _, line := range strings.Split(pb.body, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		u, err := pb.base.Parse(line)
+		if err == nil && strings.HasSuffix(u.Path, "/"+name) {
+			return u.RequestURI()
+		}
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	landed := resp.Request.URL.RequestURI()
-	if resp.StatusCode != http.StatusOK || streamIDOf(landed) == "" {
-		p.t.Fatalf("start of %s: %s at %s", path, resp.Status, resp.Request.URL)
-	}
-	return landed
+	t.Fatalf("no %s in the manifest at %s:\n%s", name, pb.url, pb.body)
+	return ""
 }
 
 // streamIDOf is the stream id in a tokenized URL's query or path, or "".
@@ -208,41 +234,18 @@ func streamIDOf(u string) string {
 	return ""
 }
 
-// uriIn fetches the manifest at landed, as a player of the stream does,
-// and returns the URI in it (resolved: path and query) whose path ends in
-// name.
-func (p *proxy) uriIn(landed, user, name string) string {
-	p.t.Helper()
-	resp, body := p.do(http.MethodGet, landed, user)
-	if resp.StatusCode != http.StatusOK {
-		p.t.Fatalf("manifest %s: %s %s", landed, resp.Status, body)
-	}
-	for _, line := range strings.Split(body, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		u, err := resp.Request.URL.Parse(line)
-		if err == nil && strings.HasSuffix(u.Path, "/"+name) {
-			return u.RequestURI()
-		}
-	}
-	p.t.Fatalf("no %s in %s:\n%s", name, landed, body)
-	return ""
-}
-
 func TestStoppedAndPausedPlayers(t *testing.T) {
 	p := startCaddy(t, playerSite)
-	a := p.tokenized("/two/hls/index.m3u8", "pauser")
-	b := p.tokenized("/two/hls/index.m3u8", "pauser")
-	aSeg, bSeg := p.uriIn(a, "pauser", "seg01.ts"), p.uriIn(b, "pauser", "seg01.ts")
+	a := p.startFrom("/two/hls/index.m3u8", "pauser", "10.0.2.1")
+	b := p.startFrom("/two/hls/index.m3u8", "pauser", "10.0.2.2")
+	aSeg, bSeg := a.uri(t, "seg01.ts"), b.uri(t, "seg01.ts")
 	seg := func(uri string) int {
 		r, _ := p.do(http.MethodGet, uri, "pauser")
 		return r.StatusCode
 	}
 
 	// Player b stops (it just goes silent); a pauses. Past the lease both
-	// slots are free again.
+	// slots are free again (neither was served media to play).
 	advance(t, 31*time.Second)
 	if l := p.listed("/two/streams", "pauser"); len(l) != 0 {
 		t.Fatalf("streams silent past the lease still held: %v", l)
@@ -251,12 +254,12 @@ func TestStoppedAndPausedPlayers(t *testing.T) {
 	if code := seg(aSeg); code != http.StatusOK {
 		t.Fatalf("resumed player: %d", code)
 	}
-	if l := p.listed("/two/streams", "pauser"); len(l) != 1 || !strings.Contains(a, l[0].(map[string]any)["id"].(string)) {
+	if l := p.listed("/two/streams", "pauser"); len(l) != 1 || l[0].(map[string]any)["id"] != a.id {
 		t.Fatalf("after resuming: %v, want a's id", l)
 	}
-	// Two new playbacks take the slots; b, back from its pause, is refused
-	// cleanly as at the limit.
-	p.tokenized("/two/hls/index.m3u8", "pauser")
+	// A new playback takes the other slot; b, back from its pause, is
+	// refused cleanly as at the limit.
+	p.startFrom("/two/hls/index.m3u8", "pauser", "10.0.2.3")
 	if code := seg(bSeg); code != http.StatusTooManyRequests {
 		t.Fatalf("paused player returning at the limit: %d, want 429", code)
 	}
@@ -330,9 +333,9 @@ func TestBadPathTokens(t *testing.T) {
 		}
 		reverse_proxy {upstream}
 	}`)
-	alices := p.tokenized("/media/hls/index.m3u8", "alice")
-	aliceID := streamIDOf(alices)
-	alicesSeg := p.uriIn(alices, "alice", "seg00.ts")
+	alices := p.startFrom("/media/hls/index.m3u8", "alice", "")
+	aliceID := alices.id
+	alicesSeg := alices.uri(t, "seg00.ts")
 	for _, c := range []struct {
 		name, user, path, method string
 		status                   int
@@ -342,8 +345,8 @@ func TestBadPathTokens(t *testing.T) {
 		{"truncated token", "alice", "/media/hls/~sl-" + aliceID[:30] + "/seg00.ts", http.MethodGet, http.StatusBadRequest, "bad_stream_id"},
 		{"empty token", "alice", "/media/hls/~sl-/seg00.ts", http.MethodGet, http.StatusBadRequest, "bad_stream_id"},
 		{"forged token", "alice", "/media/hls/~sl-6f1c1c1e-2b4a-8c55-9d7e-2f4a8d9b0c11/seg00.ts", http.MethodGet, http.StatusNotFound, "stream_not_found"},
-		{"another user's token", "bob", alices, http.MethodGet, http.StatusNotFound, "stream_not_found"},
-		{"another user's token, DELETE", "bob", alices, http.MethodDelete, http.StatusNotFound, "stream_not_found"},
+		{"another user's token", "bob", alicesSeg, http.MethodGet, http.StatusNotFound, "stream_not_found"},
+		{"another user's token, DELETE", "bob", alicesSeg, http.MethodDelete, http.StatusNotFound, "stream_not_found"},
 	} {
 		resp, body := p.do(c.method, c.path, c.user)
 		if resp.StatusCode != c.status || decodeJSON(t, body)["error"] != c.error {
@@ -351,9 +354,10 @@ func TestBadPathTokens(t *testing.T) {
 		}
 	}
 
-	// Evicted by a newer playback, the old token is revoked: 409.
-	newestURL := p.tokenized("/media/hls/index.m3u8", "alice")
-	late := p.uriIn(newestURL, "alice", "seg01.ts")
+	// Evicted by a newer playback (on another device), the old token is
+	// revoked: 409.
+	newest := p.startFrom("/media/hls/index.m3u8", "alice", "10.0.4.1")
+	newestURL, late := newest.uri(t, "seg00.ts"), newest.uri(t, "seg01.ts")
 	if resp, body := p.do(http.MethodGet, alicesSeg, "alice"); resp.StatusCode != http.StatusConflict || decodeJSON(t, body)["error"] != "stream_revoked" {
 		t.Fatalf("evicted token: %s %s, want 409 stream_revoked", resp.Status, body)
 	}
@@ -404,11 +408,14 @@ func TestPathTokensBehindRewritesProbesAndPreflights(t *testing.T) {
 	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, "./index.m3u8?"+StreamIDQuery+"=") {
 		t.Fatalf("Location %q", loc)
 	}
-	landed := p.tokenized("/video/hls/index.m3u8", "alice")
-	if !strings.HasPrefix(landed, "/video/hls/index.m3u8?"+StreamIDQuery+"=") {
-		t.Fatalf("the player landed on %s", landed)
+	// A GET start of a VOD playlist is served at once, rewritten, at the
+	// URL the client asked for.
+	started := p.startFrom("/video/hls/index.m3u8", "alice", "")
+	if started.url != "/video/hls/index.m3u8" {
+		t.Fatalf("the player landed on %s", started.url)
 	}
-	seg := p.uriIn(landed, "alice", "seg00.ts")
+	landed := started.uri(t, "seg00.ts")
+	seg := landed
 	if r, _ := p.do(http.MethodGet, seg, "alice"); r.StatusCode != http.StatusOK {
 		t.Fatalf("segment behind handle_path: %s", r.Status)
 	}

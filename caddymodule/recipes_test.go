@@ -42,10 +42,14 @@ func loadRecipe(t *testing.T, name string, env map[string]string) *proxy {
 
 func TestRecipeBrandedRefusal(t *testing.T) {
 	p := loadRecipe(t, "branded-refusal.caddyfile", nil)
-	for range 3 {
-		p.start("/hls/index.m3u8", "alice")
+	// Three screens (each its own User-Agent: one client opening a title
+	// again is one playback), then a fourth.
+	for n := range 3 {
+		if r, body := p.do(http.MethodGet, "/hls/index.m3u8", "alice", "User-Agent", fmt.Sprintf("screen %d", n)); r.StatusCode != http.StatusOK {
+			t.Fatalf("screen %d: %s %s", n, r.Status, body)
+		}
 	}
-	resp, body := p.do(http.MethodGet, "/hls/index.m3u8", "alice")
+	resp, body := p.do(http.MethodGet, "/hls/index.m3u8", "alice", "User-Agent", "screen 4")
 	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, "already watching on 3 screens") ||
 		!strings.Contains(body, "Your plan allows 3") || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
 		resp.Header.Get("Retry-After") == "" {
@@ -69,8 +73,12 @@ func TestRecipeForwardAuth(t *testing.T) {
 		w.Header().Set("X-Plan-Streams", plan)
 	})).Addr
 	p := loadRecipe(t, "forward-auth.caddyfile", map[string]string{"AUTH": auth})
+	screens := 0
 	get := func(token, forgedUser string) int {
-		hdr := []string{"Authorization", "Bearer " + token}
+		// Each request a screen of its own (one client opening a title
+		// again is one playback).
+		screens++
+		hdr := []string{"Authorization", "Bearer " + token, "User-Agent", fmt.Sprintf("screen %d", screens)}
 		resp, _ := p.do(http.MethodGet, "/hls/index.m3u8", forgedUser, hdr...)
 		return resp.StatusCode
 	}

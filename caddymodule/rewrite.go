@@ -38,6 +38,9 @@ const maxManifest = 16 << 20
 // segment.)
 const tokenVar = "stream_limit.token"
 
+// startVar marks a request that starts its stream (answerStart).
+const startVar = "stream_limit.start"
+
 // prepareManifestRequest asks the origin for the whole manifest as it is:
 // not compressed, not a range, not a 304 (what the client cached was
 // rewritten for its stream, and the origin's validators do not know it).
@@ -156,9 +159,20 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 			tz.dir += t.segment + "/"
 		}
 	}
-	if kind == manifest.DASH {
-		sum, _ := manifest.Summarize(kind, body)
+	if start, _ := caddyhttp.GetVar(r.Context(), startVar).(bool); start || kind == manifest.DASH {
+		sum, serr := manifest.Summarize(kind, body)
 		tz.video = sum.Video
+		if start && (serr != nil || !(sum.Master || sum.Ended)) {
+			// A live playlist is read again by the player, which must then
+			// ask for the tokenized URL; one the limiter cannot read gets
+			// the token in its URL all the same.
+			for _, k := range []string{"Content-Type", "Content-Length", "Content-Encoding", "Content-Range",
+				"Accept-Ranges", "ETag", "Last-Modified", "Cache-Control", "Expires", "Age", "Vary"} {
+				w.Header().Del(k)
+			}
+			h.redirectToToken(w, &asked, secret, id)
+			return nil
+		}
 	}
 	out, rerr := manifest.RewriteEdits(kind, body, tz.edit)
 	if rerr != nil {

@@ -196,12 +196,13 @@ func parseStreamID(s string) (string, error) {
 	return id, nil
 }
 
-// redirectToToken sends the player to the same URL with the stream's
-// token, made for that file: every URI it finds in the manifests it is then
-// served carries the token too, with no change to the player.
-func (h *Handler) redirectToToken(w http.ResponseWriter, r *http.Request, secret []byte, id string) {
+// redirectToToken sends the player to the same URL (u, as it came) with
+// the stream's token, made for that file: every URI it finds in the
+// manifests it is then served carries the token too, with no change to
+// the player.
+func (h *Handler) redirectToToken(w http.ResponseWriter, u *url.URL, secret []byte, id string) {
 	w.Header().Set(StreamIDHeader, id)
-	w.Header().Set("Location", tokenLocation(r.URL, tokenBody(secret, id, scopeFile, path.Clean(r.URL.Path), "")))
+	w.Header().Set("Location", tokenLocation(u, tokenBody(secret, id, scopeFile, path.Clean(u.Path), "")))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusTemporaryRedirect)
 }

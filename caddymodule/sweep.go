@@ -39,6 +39,7 @@ func (z *zone) forgetIdleEvery(interval time.Duration) {
 				}
 			}
 			z.mu.Unlock()
+			z.reopens.forgetExpired(now)
 			metrics.active.WithLabelValues(z.name).Set(float64(active))
 		}
 	}

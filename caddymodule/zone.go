@@ -37,6 +37,8 @@ type zone struct {
 	// idle ones can go when there are more than maxLocalRevoked: one client
 	// flooding closes or evictions must not grow this process without end.
 	revokedOrder []streamRef
+	// reopens are recent starts by client and title (reopen.go).
+	reopens reopens
 
 	// idSecrets are the shared id secrets known here, the one new ids use
 	// first; idSecretMu serializes asking the store for it (secret.go).

@@ -373,7 +373,7 @@ async function main() {
 	addEventListener('pagehide', () => {
 		for (const s of screens) {
 			if (s.state === 'playing' && s.url) {
-				fetch(s.url, { method: 'DELETE', headers: withUser(), keepalive: true });
+				fetch(s.url, { method: 'DELETE', headers: withUser(s.id ? { 'Stream-Id': s.id } : {}), keepalive: true });
 			}
 		}
 	});

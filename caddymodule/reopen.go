@@ -1,0 +1,86 @@
+package caddymodule
+
+import (
+	"net"
+	"net/http"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// A player often opens the URL it was given more than once for one
+// playback: mpv reads a playlist through its own stream layer, then its
+// demuxer opens the URL again; streamlink reads a master playlist to
+// choose a quality, then opens it again to play. A start of the same
+// title by the same client shortly after an earlier one is that same
+// playback, not another screen: it continues the earlier stream. The
+// client is told apart by its address and User-Agent (what such players
+// send alike on both opens; two devices of one model behind one address
+// starting the same title within the window count as one).
+
+// maxReopens bounds the starts a zone remembers here: one client starting
+// many titles cannot grow this process without end. Past it, starts are
+// not remembered (a re-open of one of them is then a start of its own).
+const maxReopens = 100_000
+
+// reopenKey names one client's start of one title.
+type reopenKey struct {
+	user, path, client, agent string
+}
+
+type reopen struct {
+	id    string
+	until time.Time
+}
+
+// reopens remembers a zone's recent starts by client and title.
+type reopens struct {
+	mu sync.Mutex
+	m  map[reopenKey]reopen
+}
+
+// reopenKeyOf is the key of a start of r's path by r's client, for user.
+func reopenKeyOf(r *http.Request, user string) reopenKey {
+	client, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if client == "" {
+		client, _, _ = net.SplitHostPort(r.RemoteAddr)
+	}
+	return reopenKey{user: user, path: path.Clean(r.URL.Path), client: client, agent: r.UserAgent()}
+}
+
+// remember notes that k started stream id, for window.
+func (o *reopens) remember(k reopenKey, id string, window time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil {
+		o.m = make(map[reopenKey]reopen)
+	}
+	if _, ok := o.m[k]; !ok && len(o.m) >= maxReopens {
+		return
+	}
+	o.m[k] = reopen{id: id, until: now().Add(window)}
+}
+
+// recall returns the stream k started within its window, if any.
+func (o *reopens) recall(k reopenKey) (string, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e, ok := o.m[k]
+	if !ok || now().After(e.until) {
+		return "", false
+	}
+	return e.id, true
+}
+
+// forgetExpired drops the starts whose window has passed.
+func (o *reopens) forgetExpired(t time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k, e := range o.m {
+		if t.After(e.until) {
+			delete(o.m, k)
+		}
+	}
+}
