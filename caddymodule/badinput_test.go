@@ -44,7 +44,7 @@ func TestBadInputTable(t *testing.T) {
 		hdr     []string
 		status  int
 		error   string // "" when the answer is not a refusal
-		proxied bool // a GET start of a manifest fetches it (served at once if it is VOD, else redirected)
+		proxied bool   // a GET start of a manifest fetches it (served at once if it is VOD, else redirected)
 	}{
 		{"no user header", "GET", "/v/hls/index.m3u8", "", nil, 401, "missing_user", false},
 		{"empty user header", "GET", "/v/hls/index.m3u8", "-", nil, 401, "missing_user", false},

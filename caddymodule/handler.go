@@ -468,6 +468,7 @@ func (h *Handler) answerStart(w http.ResponseWriter, r *http.Request, next caddy
 	caddyhttp.SetVar(r.Context(), startVar, true)
 	return h.serve(w, r, next, ref, limit, confirmed)
 }
+
 // continueStream serves a request that carries a stream id (session mode):
 // it renews the lease at most once per renewal interval, re-admits a lapsed
 // stream when a slot is free, and refuses a revoked one. ls is the stream's

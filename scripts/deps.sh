@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and the machine lacks: Go modules, and the
-# Debian packages of the real peers the tests drive (redis-server, ffmpeg).
+# Debian packages of the real peers the tests drive (redis-server, ffmpeg,
+# and the command-line players of the player matrix: mpv, streamlink,
+# yt-dlp, VLC).
 # With the argument `browser` it also installs what the browser tests need:
 # Debian's chromium and, from npm, playwright-core and the stock players
 # hls.js, dash.js and Shaka Player (browser/package-lock.json). Without it,
@@ -15,6 +17,12 @@ chromium=${CHROMIUM:-/usr/bin/chromium}
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v mpv >/dev/null 2>&1 || need+=(mpv)
+command -v streamlink >/dev/null 2>&1 || need+=(streamlink)
+command -v yt-dlp >/dev/null 2>&1 || need+=(yt-dlp)
+# VLC without its recommends is the bare binary: vlc-plugin-base brings
+# its HTTP access, HLS and DASH (adaptive) and the dummy outputs.
+command -v cvlc >/dev/null 2>&1 || need+=(vlc-bin vlc-plugin-base)
 # Chromium comes with its recommended packages (fonts among them): that is
 # the set seen to render and play video headless here.
 browser=()
