@@ -569,7 +569,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		// (A HEAD has no body to rewrite, and no media to play.)
 		return next.ServeHTTP(w, r.WithContext(ctx))
 	}
-	if t, _ := caddyhttp.GetVar(r.Context(), tokenVar).(*pathToken); t != nil && t.media > 0 {
+	t, _ := caddyhttp.GetVar(r.Context(), tokenVar).(*pathToken)
+	if t != nil && t.scope == scopeFile && isProgressive(r.URL.Path) {
+		// A progressive file: its bytes are its media.
+		pw := &progressiveWriter{ResponseWriter: w}
+		err := next.ServeHTTP(pw, r.WithContext(ctx))
+		if err == nil {
+			ls.playedFile(pw.media)
+		}
+		return err
+	}
+	if t != nil && t.media > 0 {
 		// A segment of the stream's main track: once it is served, the
 		// stream's lease covers its media too.
 		sw := &statusWriter{ResponseWriter: w}

@@ -84,9 +84,9 @@ type cliPlayer struct {
 	// nothing about the limiter: it fails the same way against a plain
 	// file server. Its requests are still judged by Caddy's answers.
 	exitUnchecked map[string]string
-	// args are the client's arguments to play url as user, writing any
-	// file it makes into dir.
-	args func(url, user, dir string) []string
+	// args are the client's arguments to play url as user on device (an
+	// address), writing any file it makes into dir.
+	args func(url, user, device, dir string) []string
 }
 
 // The HLS layouts every client plays: one playlist beside its segments, a
@@ -97,10 +97,10 @@ var (
 	mpvPlayer = cliPlayer{
 		name: "mpv", tool: "mpv",
 		layouts: slices.Concat(matrixHLS, []string{"dash", "mp4"}),
-		args: func(url, user, dir string) []string {
+		args: func(url, user, device, dir string) []string {
 			// --no-config: the machine's or developer's mpv.conf plays no part.
 			return []string{"--no-config", "--quiet", "--vo=null", "--ao=null",
-				"--end=" + wholeSeconds(matrixPlayFor), "--http-header-fields=X-User-Id: " + user, url}
+				"--end=" + wholeSeconds(matrixPlayFor), "--http-header-fields=X-User-Id: " + user + ",X-Forwarded-For: " + device, url}
 		},
 	}
 	streamlinkPlayer = cliPlayer{
@@ -115,26 +115,34 @@ var (
 			"renditions": "streamlink's ffmpeg mux races a fast origin",
 			"dash":       "streamlink's ffmpeg mux races a fast origin",
 		},
-		args: func(url, user, dir string) []string {
-			return []string{"--http-header", "X-User-Id=" + user, "-o", filepath.Join(dir, "out.ts"), url, "best"}
+		args: func(url, user, device, dir string) []string {
+			return []string{"--http-header", "X-User-Id=" + user, "--http-header", "X-Forwarded-For=" + device, "-o", filepath.Join(dir, "out.ts"), url, "best"}
 		},
 	}
 	ytDLPPlayer = cliPlayer{
 		name: "yt-dlp", tool: "yt-dlp",
 		layouts: slices.Concat(matrixHLS, []string{"dash", "mp4"}),
-		args: func(url, user, dir string) []string {
+		args: func(url, user, device, dir string) []string {
 			// Its default output: a file named after the title, in dir (its
 			// working directory).
-			return []string{"--add-header", "X-User-Id:" + user, url}
+			return []string{"--add-header", "X-User-Id:" + user, "--add-header", "X-Forwarded-For:" + device, url}
 		},
 	}
 	vlcPlayer = cliPlayer{
 		name: "vlc", tool: "cvlc",
-		layouts:   slices.Concat(matrixHLS, []string{"dash", "mp4"}),
+		// Not mp4: a progressive file's start is redirected to its
+		// tokenized URL, and VLC drops the credentials of its URL when it
+		// follows a redirect (README: "Unmodified players"). Not updir:
+		// VLC 3.0.24 drops them too when it resolves "../" in a playlist,
+		// straight against a file server behind basic auth (it asks for
+		// ../segments/a000.ts without Authorization).
+		layouts:   []string{"flat", "renditions", "dash"},
 		basicAuth: true,
-		args: func(url, user, dir string) []string {
+		args: func(url, user, device, dir string) []string {
+			// VLC sends no header of ours: its devices differ by their
+			// User-Agent, an option of the input (after its URL).
 			return []string{"--play-and-exit", "--stop-time=" + wholeSeconds(matrixPlayFor),
-				"--vout=vdummy", "--aout=adummy", url}
+				"--vout=vdummy", "--aout=adummy", url, ":http-user-agent=VLC on " + device}
 		},
 	}
 )
@@ -243,7 +251,9 @@ func playMatrixLayout(t *testing.T, p *proxy, c cliPlayer, layout string, v view
 		if i > 0 {
 			time.Sleep(500 * time.Millisecond)
 		}
-		runs[label] = startCLIPlayer(t, c, v.url(p, entry+"?run="+label), v.user)
+		// Two devices of the viewer (an address each): one device opening
+		// a title again is the same playback.
+		runs[label] = startCLIPlayer(t, c, v.url(p, entry+"?run="+label), v.user, fmt.Sprintf("10.9.0.%d", i+1))
 	}
 
 	// The stream admitted, and the playback it is: the one whose start the
@@ -396,7 +406,7 @@ type cliRun struct {
 // startCLIPlayer runs the client on url as user, with a home of its own (no
 // configuration but its defaults), ended at matrixDeadline at the latest.
 // VLC refuses to run as root, so as root it runs as nobody.
-func startCLIPlayer(t *testing.T, c cliPlayer, url, user string) *cliRun {
+func startCLIPlayer(t *testing.T, c cliPlayer, url, user, device string) *cliRun {
 	t.Helper()
 	home, err := os.MkdirTemp("", "matrix-"+c.name+"-")
 	if err != nil {
@@ -404,7 +414,7 @@ func startCLIPlayer(t *testing.T, c cliPlayer, url, user string) *cliRun {
 	}
 	t.Cleanup(func() { os.RemoveAll(home) })
 	ctx, cancel := context.WithTimeout(context.Background(), matrixDeadline)
-	cmd := exec.CommandContext(ctx, c.tool, c.args(url, user, home)...)
+	cmd := exec.CommandContext(ctx, c.tool, c.args(url, user, device, home)...)
 	cmd.Dir = home
 	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_CACHE_HOME="+home, "XDG_DATA_HOME="+home)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

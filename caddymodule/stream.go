@@ -26,9 +26,12 @@ type localStream struct {
 	// mediaEnd when the media the stream has been served here would have
 	// played out: a renewal carries the lease to mediaEnd plus the grace.
 	storeUntil, mediaEnd time.Time
-	revoked              bool // closed, kicked or evicted: refuse it, cut it
-	ended                bool // its connection ended or it was closed: renew nothing more
-	keepalive            *time.Timer
+	// fileDuration is, for a progressive file, its playing time, once
+	// read from its header.
+	fileDuration time.Duration
+	revoked      bool // closed, kicked or evicted: refuse it, cut it
+	ended        bool // its connection ended or it was closed: renew nothing more
+	keepalive    *time.Timer
 	// failedAt and failure are the last renewal that could not reach the
 	// store.
 	failedAt time.Time
@@ -266,6 +269,24 @@ func (ls *localStream) played(d time.Duration) {
 	ls.mediaEnd = end
 	if ls.keepalive == nil && !ls.ended && !ls.revoked && ls.behind() {
 		ls.keepalive = time.AfterFunc(ls.flushIn(), ls.keepAlive)
+	}
+}
+
+// playedFile records a response of the stream's progressive file: media
+// says how much playing time it carried, given the file's duration known
+// so far, and the duration the response revealed, if it did.
+func (ls *localStream) playedFile(media func(known time.Duration) (carried, found time.Duration)) {
+	ls.mu.Lock()
+	known := ls.fileDuration
+	ls.mu.Unlock()
+	carried, found := media(known)
+	if found > 0 {
+		ls.mu.Lock()
+		ls.fileDuration = found
+		ls.mu.Unlock()
+	}
+	if carried > 0 {
+		ls.played(carried)
 	}
 }
 
