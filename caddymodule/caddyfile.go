@@ -42,6 +42,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		dry_run
 //		path_token                           # session mode: redirect starts to a tokenized URL
 //		rewrite_hosts  <host>...             # more hosts whose URLs in manifests are this site's
+//		client         <placeholder>         # who opens a title again; default address and User-Agent
 //		log_user                             # put the user in log entries (personal data)
 //		secret         <secret>              # default: one shared through the store
 //		list_path      <path>                # default off
@@ -73,6 +74,7 @@ var handlerOptions = map[string]option[Handler]{
 	"path_token":     flagOption("", func(h *Handler) *bool { return &h.PathToken }),
 	"log_user":       flagOption("", func(h *Handler) *bool { return &h.LogUser }),
 	"rewrite_hosts":  listOption("", func(h *Handler) *[]string { return &h.RewriteHosts }),
+	"client":         textOption("", func(h *Handler) *string { return &h.Client }),
 	"store": func(h *Handler, d *caddyfile.Dispenser) error {
 		if !d.NextArg() {
 			return d.Errf("store: want a store name (%s)", strings.Join(storeNames(), " or "))

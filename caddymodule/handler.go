@@ -117,6 +117,13 @@ type Handler struct {
 	// Default: off.
 	PathToken bool `json:"path_token,omitempty"`
 
+	// Client, with path_token, is the placeholder that names a client, so
+	// that the same client opening a title again (a probe, then the
+	// playback; a reload) continues its stream rather than taking another
+	// slot: a device id that an app or an auth layer sends, say. Default:
+	// the client's address (client_ip, which honours trusted_proxies) and
+	// its User-Agent.
+	Client string `json:"client,omitempty"`
 	// RewriteHosts, with path_token, are hosts besides the request's own
 	// whose absolute URLs in the manifests a stream is served are this
 	// site's: they are rewritten to carry the stream's token, as a path
@@ -288,6 +295,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("status: %d is not an HTTP error status (400-599)", h.Status)
 	case h.Secret != "" && len(h.idSecret) < 16:
 		return fmt.Errorf("secret: at least 16 bytes, got %d (an unset {env.*}?)", len(h.idSecret))
+	case h.Client != "" && !h.PathToken:
+		return fmt.Errorf("client: needs path_token (it names who opens a title again)")
 	case h.RewriteHosts != nil && !h.PathToken:
 		return fmt.Errorf("rewrite_hosts: needs path_token (only its manifests are rewritten)")
 	case h.ListPath != "" && h.ListPath[0] != '/':
@@ -410,7 +419,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	if tokens && r.Method == http.MethodGet {
 		// The same client opening the same title again (a probe, then the
 		// playback) continues the stream it started.
-		again = reopenKeyOf(r, key.User)
+		again = reopenKeyOf(r, key.User, h.Client)
 		if id, ok := h.zone.reopens.recall(again); ok {
 			ref := streamRef{key, id}
 			if ls := h.zone.lookup(ref); ls != nil && ls.held() {

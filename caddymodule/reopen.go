@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -18,7 +19,8 @@ import (
 // playback, not another screen: it continues the earlier stream. The
 // client is told apart by its address and User-Agent (what such players
 // send alike on both opens; two devices of one model behind one address
-// starting the same title within the window count as one).
+// starting the same title within the window count as one), or by what the
+// client option names (a device id an app or auth layer sends).
 
 // maxReopens bounds the starts a zone remembers here: one client starting
 // many titles cannot grow this process without end. Past it, starts are
@@ -41,13 +43,22 @@ type reopens struct {
 	m  map[reopenKey]reopen
 }
 
-// reopenKeyOf is the key of a start of r's path by r's client, for user.
-func reopenKeyOf(r *http.Request, user string) reopenKey {
-	client, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if client == "" {
-		client, _, _ = net.SplitHostPort(r.RemoteAddr)
+// reopenKeyOf is the key of a start of r's path by r's client, for user:
+// the client is what the client placeholder names, or by default its
+// address (client_ip, which honours trusted_proxies) and User-Agent.
+func reopenKeyOf(r *http.Request, user, clientPlaceholder string) reopenKey {
+	k := reopenKey{user: user, path: path.Clean(r.URL.Path)}
+	if clientPlaceholder != "" {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		k.client = repl.ReplaceAll(clientPlaceholder, "")
+		return k
 	}
-	return reopenKey{user: user, path: path.Clean(r.URL.Path), client: client, agent: r.UserAgent()}
+	k.client, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if k.client == "" {
+		k.client, _, _ = net.SplitHostPort(r.RemoteAddr)
+	}
+	k.agent = r.UserAgent()
+	return k
 }
 
 // remember notes that k started stream id, for window.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -111,8 +112,9 @@ func TestDemoCaddyfile(t *testing.T) {
 
 	var ids []string
 	var firstSegment string // the first stream's first segment, as its manifest names it
+	screen := func(n int) string { return strconv.Itoa(n) }
 	for i := range 3 {
-		resp, body, err := get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice")
+		resp, body, err := get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice", "X-Screen", screen(i+1))
 		if err != nil || resp.StatusCode != http.StatusOK || !strings.HasPrefix(body, "#EXTM3U") {
 			t.Fatalf("stream %d: %v %v %q", i+1, err, resp, body)
 		}
@@ -127,7 +129,12 @@ func TestDemoCaddyfile(t *testing.T) {
 			}
 		}
 	}
-	resp, body, _ := get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice")
+	// The first screen asking again is the same playback; a fourth screen
+	// is refused.
+	if resp, _, _ := get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice", "X-Screen", screen(1)); resp.StatusCode != http.StatusOK || resp.Header.Get("Stream-Id") != ids[0] {
+		t.Fatalf("screen 1 again: %s, stream %q, want its own %q", resp.Status, resp.Header.Get("Stream-Id"), ids[0])
+	}
+	resp, body, _ := get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice", "X-Screen", screen(4))
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, `"stream_limit_exceeded"`) {
 		t.Fatalf("fourth stream: %s %q", resp.Status, body)
 	}
@@ -142,7 +149,7 @@ func TestDemoCaddyfile(t *testing.T) {
 	if resp, _, _ = get(http.MethodDelete, "/hls/index.m3u8", "X-User-Id", "alice", "Stream-Id", ids[0]); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE: %s", resp.Status)
 	}
-	if resp, _, _ = get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice"); resp.StatusCode != http.StatusOK {
+	if resp, _, _ = get(http.MethodGet, "/hls/index.m3u8", "X-User-Id", "alice", "X-Screen", screen(4)); resp.StatusCode != http.StatusOK {
 		t.Fatalf("start after DELETE: %s", resp.Status)
 	}
 	if resp, body, _ = get(http.MethodGet, "/hls/index.m3u8"); resp.StatusCode != http.StatusUnauthorized {

@@ -119,9 +119,12 @@ class Screen {
 			// auth layer sets the identity). No buffer or retry settings: the
 			// limiter counts what stock players do.
 			const hls = new Hls({
-				xhrSetup(xhr, url) {
+				xhrSetup: (xhr, url) => {
 					xhr.open('GET', url, true);
 					xhr.setRequestHeader('X-User-Id', user);
+					// Four screens in one browser: each names itself (the
+					// limiter's client option), as four devices would differ.
+					xhr.setRequestHeader('X-Screen', String(this.n));
 				},
 			});
 			this.hls = hls;
