@@ -484,16 +484,17 @@ func loadFor(d time.Duration, next func(*rand.Rand) *http.Request, want int) res
 	return result{n: len(lat), rps: float64(len(lat)) / elapsed.Seconds(), p50: pct(0.5), p99: pct(0.99)}
 }
 
-// startOrigin serves a media playlist of *segments segments for .m3u8
-// paths, and a 16 KiB segment for every other path.
+// startOrigin serves a live media playlist of *segments segments for
+// .m3u8 paths, and a 16 KiB segment for every other path.
 func startOrigin() string {
 	body := make([]byte, 16<<10)
 	var playlist strings.Builder
-	playlist.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n")
+	// A live playlist (no end): a start is redirected to its tokenized
+	// URL, which the player then reads again and again.
+	playlist.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n")
 	for i := range *segments {
 		fmt.Fprintf(&playlist, "#EXTINF:2.000000,\nseg%05d.ts\n", i)
 	}
-	playlist.WriteString("#EXT-X-ENDLIST\n")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)

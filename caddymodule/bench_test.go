@@ -40,12 +40,16 @@ func BenchmarkContinuation(b *testing.B) {
 	}
 	id := w.Header().Get(StreamIDHeader)
 	r := request(id)
+	// The handler takes the id off the request (the origin never sees
+	// one): each round puts it back, as each request of a player has it.
+	carried := []string{id}
 	hdr := http.Header{}
 	rw := headerOnly{hdr}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
 		clear(hdr)
+		r.Header[StreamIDHeader] = carried
 		if err := h.ServeHTTP(rw, r, nop); err != nil {
 			b.Fatal(err)
 		}
@@ -106,11 +110,11 @@ func benchmarkManifestContinuation(b *testing.B, segments int) {
 	}
 	defer h.Cleanup()
 	var playlist strings.Builder
-	playlist.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n")
+	// Live (no end): the start is redirected to the tokenized URL.
+	playlist.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n")
 	for i := range segments {
 		fmt.Fprintf(&playlist, "#EXTINF:2.000000,\nseg%05d.ts\n", i)
 	}
-	playlist.WriteString("#EXT-X-ENDLIST\n")
 	origin := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
 		_, err := io.WriteString(w, playlist.String())

@@ -371,8 +371,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// (forged, or another user's) is no stream of theirs, live or
 		// lapsed. (A stream known here was checked when it was first seen.)
 		ok, err := true, error(nil)
-		if carried.token != nil {
-			ok, err = h.bound(r, *carried.token)
+		if t := carried.token; t != nil && (known == nil || !known.boundBefore(*t)) {
+			if ok, err = h.bound(r, *t); ok && known != nil {
+				known.rememberBound(*t)
+			}
 		}
 		if ok && err == nil && known == nil {
 			ok, err = h.verify(r, key, id)
@@ -599,7 +601,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		}
 		return err
 	}
-	return h.serveRewriting(w, r.WithContext(ctx), next, ref.id)
+	return h.serveRewriting(w, r.WithContext(ctx), next, ls)
 }
 
 // statusWriter notes the status of the response it passes on.

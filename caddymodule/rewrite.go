@@ -107,7 +107,8 @@ func (w *manifestWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 
 // serveRewriting passes a request of a stream (id) on and, when what
 // comes back is a manifest, rewrites it so that its URIs carry the stream.
-func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id string) error {
+func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ls *localStream) error {
+	id := ls.ref.id
 	if isManifest(r.URL.Path) {
 		prepareManifestRequest(r)
 	}
@@ -149,7 +150,7 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 		return writeManifest(w, mw.status, body)
 	}
 	tz := &tokenizer{base: &url.URL{Scheme: "http", Host: r.Host, Path: asked.Path, RawPath: asked.RawPath},
-		dir: dirOf(asked.EscapedPath()), id: id, hosts: append([]string{r.Host}, h.RewriteHosts...), secret: secret}
+		dir: dirOf(asked.EscapedPath()), id: id, hosts: append([]string{r.Host}, h.RewriteHosts...), secret: secret, stream: ls}
 	if r.TLS != nil {
 		tz.base.Scheme = "https"
 	}
@@ -248,6 +249,8 @@ type tokenizer struct {
 	// tokenized form, by directory and extra: most of a playlist's
 	// segments share one.
 	prefixes map[prefixKey]string
+	// stream keeps prefixes across the manifests rewritten for it.
+	stream *localStream
 	// lastKey and lastPrefix are the prefix used last: a playlist's
 	// segments come one after another.
 	lastKey    prefixKey
@@ -279,11 +282,22 @@ func (tz *tokenizer) edit(ref manifest.Ref) (manifest.Edit, bool) {
 		}
 		prefix, ok := tz.prefixes[key]
 		if !ok {
-			full, tokenized := tz.slowRef(manifest.Ref{Role: ref.Role, URI: key.dir + "x", Duration: ref.Duration, Timeline: ref.Timeline, Track: ref.Track})
-			if !tokenized {
-				return manifest.Edit{}, false
+			// Kept for the stream: the base (the manifest's directory) and
+			// the client's directory name it with the key.
+			kept := tz.dir + "\x00" + tz.base.Path[:strings.LastIndexByte(tz.base.Path, '/')+1] + "\x00" + key.dir + "\x00" + key.extra
+			if tz.stream != nil {
+				prefix, ok = tz.stream.prefix(kept)
 			}
-			prefix = full[:len(full)-1]
+			if !ok {
+				full, tokenized := tz.slowRef(manifest.Ref{Role: ref.Role, URI: key.dir + "x", Duration: ref.Duration, Timeline: ref.Timeline, Track: ref.Track})
+				if !tokenized {
+					return manifest.Edit{}, false
+				}
+				prefix = full[:len(full)-1]
+				if tz.stream != nil {
+					tz.stream.keepPrefix(kept, prefix)
+				}
+			}
 			if tz.prefixes == nil {
 				tz.prefixes = map[prefixKey]string{}
 			}

@@ -29,6 +29,15 @@ type localStream struct {
 	// fileDuration is, for a progressive file, its playing time, once
 	// read from its header.
 	fileDuration time.Duration
+	// bound holds the last tokens found made for their paths here (their
+	// scope, MAC and path): a playlist's segments share one, and it need
+	// not be checked again.
+	bound     [4]string
+	boundNext int
+	// prefixes are tokenized prefixes of the manifests rewritten for the
+	// stream here, by client directory, directory and extra: a live
+	// playlist read again every few seconds reuses them (rewrite.go).
+	prefixes map[string]string
 	revoked      bool // closed, kicked or evicted: refuse it, cut it
 	ended        bool // its connection ended or it was closed: renew nothing more
 	keepalive    *time.Timer
@@ -287,6 +296,57 @@ func (ls *localStream) playedFile(media func(known time.Duration) (carried, foun
 	}
 	if carried > 0 {
 		ls.played(carried)
+	}
+}
+
+// boundKey names a token with the path it was checked for.
+func boundKey(t pathToken) string {
+	p, _ := t.scopedPath()
+	return string(t.scope) + t.mac + "\x00" + p
+}
+
+// boundBefore reports whether t was found made for its path here before.
+func (ls *localStream) boundBefore(t pathToken) bool {
+	k := boundKey(t)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for _, b := range ls.bound {
+		if b == k {
+			return true
+		}
+	}
+	return false
+}
+
+// rememberBound notes that t was found made for its path.
+func (ls *localStream) rememberBound(t pathToken) {
+	k := boundKey(t)
+	ls.mu.Lock()
+	ls.bound[ls.boundNext] = k
+	ls.boundNext = (ls.boundNext + 1) % len(ls.bound)
+	ls.mu.Unlock()
+}
+
+// maxStreamPrefixes bounds the prefixes a stream keeps.
+const maxStreamPrefixes = 64
+
+// prefix returns a tokenized prefix kept for the stream, if any.
+func (ls *localStream) prefix(key string) (string, bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	p, ok := ls.prefixes[key]
+	return p, ok
+}
+
+// keepPrefix keeps a tokenized prefix for the stream's next manifests.
+func (ls *localStream) keepPrefix(key, prefix string) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.prefixes == nil {
+		ls.prefixes = make(map[string]string)
+	}
+	if len(ls.prefixes) < maxStreamPrefixes {
+		ls.prefixes[key] = prefix
 	}
 }
 
