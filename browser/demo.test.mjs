@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { chromiumArgs as args } from './chromium.mjs';
 
 const base = process.env.BASE_URL || 'http://localhost:8080';
 const admin = process.env.ADMIN_URL || 'http://localhost:2019';
@@ -25,18 +26,6 @@ const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 // its own (a crashed run leaves leases for 30 s).
 const user = process.env.DEMO_USER || 'alice';
 const lease = 30000; // the demo Caddyfile's
-
-// The flags keep Chromium off the network it would otherwise call home to,
-// which this closed machine refuses, and away from the GPU it lacks.
-const args = [
-	'--no-sandbox',
-	'--disable-gpu',
-	'--disable-quic',
-	'--no-first-run',
-	'--disable-background-networking',
-	'--disable-component-update',
-	'--disable-sync',
-];
 
 const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'streamlimit-chromium-'));
 fs.mkdirSync(shots, { recursive: true });

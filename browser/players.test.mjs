@@ -17,6 +17,7 @@
 // exits 0 whatever they say; it exits 1 only when it could not run.
 import fs from 'node:fs';
 import { chromium } from 'playwright-core';
+import { chromiumArgs } from './chromium.mjs';
 
 const env = (name) => {
 	if (!process.env[name]) throw new Error(`${name} is not set`);
@@ -58,18 +59,8 @@ const streamOf = (url) => {
 const browser = await chromium.launch({
 	executablePath,
 	headless: true,
-	// Off the network Chromium would call home to, away from the GPU this
-	// machine lacks; video plays without a gesture (it is muted anyway).
-	args: [
-		'--no-sandbox',
-		'--disable-gpu',
-		'--disable-quic',
-		'--no-first-run',
-		'--disable-background-networking',
-		'--disable-component-update',
-		'--disable-sync',
-		'--autoplay-policy=no-user-gesture-required',
-	],
+	// Video plays without a gesture (it is muted anyway).
+	args: [...chromiumArgs, '--autoplay-policy=no-user-gesture-required'],
 });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -37,10 +37,10 @@ type localStream struct {
 	// prefixes are tokenized prefixes of the manifests rewritten for the
 	// stream here, by client directory, directory and extra: a live
 	// playlist read again every few seconds reuses them (rewrite.go).
-	prefixes map[string]string
-	revoked      bool // closed, kicked or evicted: refuse it, cut it
-	ended        bool // its connection ended or it was closed: renew nothing more
-	keepalive    *time.Timer
+	prefixes  map[string]string
+	revoked   bool // closed, kicked or evicted: refuse it, cut it
+	ended     bool // its connection ended or it was closed: renew nothing more
+	keepalive *time.Timer
 	// failedAt and failure are the last renewal that could not reach the
 	// store.
 	failedAt time.Time

@@ -5,10 +5,8 @@ package main
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -25,30 +23,7 @@ import (
 // after installing both; elsewhere `make test` runs it wherever Chromium
 // is installed, and skips it without.
 func TestDemoPageInBrowser(t *testing.T) {
-	required := os.Getenv("STREAMLIMIT_BROWSER") == "require" || os.Getenv("CI") == "true"
-	missing := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...) + " (./scripts/deps.sh browser installs it)"
-		if required {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	chromium := cmp.Or(os.Getenv("CHROMIUM"), "/usr/bin/chromium")
-	if _, err := os.Stat(chromium); err != nil {
-		missing("no Chromium at %s", chromium)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing("no node on PATH")
-	}
-	browserDir, err := filepath.Abs("../../browser")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core")); err != nil {
-		missing("playwright-core is not installed in browser/")
-	}
+	chromium, node, browserDir := needBrowser(t, "playwright-core")
 
 	addr, admin := startDemo(t)
 	shots := cmp.Or(os.Getenv("SCREENSHOT_DIR"), t.TempDir())

@@ -57,21 +57,8 @@ func TestListModulesShowsStreamLimit(t *testing.T) {
 func startDemo(t *testing.T) (addr, admin string) {
 	t.Helper()
 	addr, origin, admin := loopback.Addr(t), loopback.Addr(t), loopback.Addr(t)
-	cmd := exec.Command(caddyBin, "run", "--config", "Caddyfile")
-	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "STREAMLIMIT_ADDR="+addr, "STREAMLIMIT_ORIGIN="+origin, "STREAMLIMIT_ADMIN="+admin)
-	logs := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("caddy output:\n%s", logs)
-		}
-	})
+	runCaddy(t, "../..", []string{"STREAMLIMIT_ADDR=" + addr, "STREAMLIMIT_ORIGIN=" + origin, "STREAMLIMIT_ADMIN=" + admin},
+		"run", "--config", "Caddyfile")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if resp, err := http.Get("http://" + addr + "/"); err == nil {
@@ -155,4 +142,25 @@ func TestDemoCaddyfile(t *testing.T) {
 	if resp, body, _ = get(http.MethodGet, "/hls/index.m3u8"); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("no user: %s %s", resp.Status, body)
 	}
+}
+
+// runCaddy runs the built Caddy with args, in dir with env added to this
+// process's, until the test ends; a failed test shows its output.
+func runCaddy(t *testing.T, dir string, env []string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(caddyBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	logs := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("caddy output:\n%s", logs)
+		}
+	})
 }

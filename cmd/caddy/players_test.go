@@ -269,19 +269,7 @@ func startCaddy(t *testing.T, cfg string, addrs ...string) {
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(caddyBin, "run", "--config", file)
-	logs := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("caddy output:\n%s", logs)
-		}
-	})
+	runCaddy(t, "", nil, "run", "--config", file)
 	for _, addr := range addrs {
 		waitListening(t, addr)
 	}
