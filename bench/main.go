@@ -43,25 +43,39 @@ var (
 	segments = flag.Int("playlist-segments", 300, "segments in the manifests scenario's media playlist (10 minutes of 2 s segments)")
 )
 
+// atExit holds what must be undone before the bench exits, even on a
+// failure: the Caddys and the redis-server it started.
+var atExit []func()
+
+// fatalf ends the bench on a failure, stopping what it started first.
+func fatalf(format string, args ...any) {
+	for i := len(atExit) - 1; i >= 0; i-- {
+		atExit[i]()
+	}
+	log.Fatalf(format, args...)
+}
+
+func fatal(v ...any) { fatalf("%s", fmt.Sprint(v...)) }
+
 func main() {
 	flag.Parse()
 	if *caddyBin == "" {
-		log.Fatal("-caddy is required")
+		fatal("-caddy is required")
 	}
 	dir, err := os.MkdirTemp("", "streamlimit-bench-")
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	atExit = append(atExit, func() { os.RemoveAll(dir) })
 	store, err := redistest.Launch(dir)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
-	defer store.Kill()
+	atExit = append(atExit, func() { store.Kill() })
 	targets := startTargets(dir, startOrigin(), store.Addr)
 	defer func() {
-		for _, t := range targets {
-			t.stop()
+		for i := len(atExit) - 1; i >= 0; i-- {
+			atExit[i]()
 		}
 	}()
 
@@ -126,6 +140,7 @@ func startTargets(dir, origin, redisAddr string) []*target {
 		},
 	}
 	for _, t := range targets {
+		atExit = append(atExit, t.stop)
 		t.start(dir)
 	}
 	return targets
@@ -300,7 +315,7 @@ type target struct {
 func freeAddr() string {
 	addr, err := loopback.FreeAddr()
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	return addr
 }
@@ -310,19 +325,22 @@ func (t *target) start(dir string) {
 	cfg := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\nhttp://%s {\n%s\n}\n", t.addr, t.site)
 	file := filepath.Join(dir, strings.NewReplacer(" ", "_", ",", "").Replace(t.name)+".Caddyfile")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	t.cmd = exec.Command(*caddyBin, "run", "--config", file)
 	t.cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
 	logf, _ := os.Create(file + ".log")
 	t.cmd.Stdout, t.cmd.Stderr = logf, logf
 	if err := t.cmd.Start(); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	waitListening(t.addr)
 }
 
 func (t *target) stop() {
+	if t.cmd == nil || t.cmd.Process == nil {
+		return // never started
+	}
 	t.cmd.Process.Kill()
 	t.cmd.Wait()
 	if t.redis != nil {
@@ -341,7 +359,7 @@ func (t *target) get(path, user, id string) string {
 	}
 	resp, err := setupClient.Do(req)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
@@ -356,12 +374,12 @@ func (t *target) location(path, user string) string {
 	c := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := c.Do(req)
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	resp.Body.Close()
 	loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
 	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect {
-		log.Fatalf("start of %s on %s: %s", path, t.name, resp.Status)
+		fatalf("start of %s on %s: %s", path, t.name, resp.Status)
 	}
 	return loc.RequestURI()
 }
@@ -388,7 +406,7 @@ func (t *target) startStreams(n, per int) []string {
 func (t *target) redisCalls() int64 {
 	stats, err := t.redis.Info(context.Background(), "commandstats").Result()
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	var n int64
 	sc := bufio.NewScanner(strings.NewReader(stats))
@@ -475,7 +493,7 @@ func loadFor(d time.Duration, next func(*rand.Rand) *http.Request, want int) res
 	wg.Wait()
 	elapsed := time.Since(began)
 	if b := bad.Load(); b > int64(len(lat))/1000 {
-		log.Fatalf("%d of %d answers were not %d", b, len(lat), want)
+		fatalf("%d of %d answers were not %d", b, len(lat), want)
 	}
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration {
@@ -497,7 +515,7 @@ func startOrigin() string {
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, ".m3u8") {
@@ -513,6 +531,6 @@ func startOrigin() string {
 
 func waitListening(addr string) {
 	if err := loopback.WaitListening(addr, 60*time.Second); err != nil {
-		log.Fatal(err)
+		fatal(err)
 	}
 }
