@@ -583,7 +583,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	t, _ := caddyhttp.GetVar(r.Context(), tokenVar).(*pathToken)
 	if t != nil && t.scope == scopeFile && isProgressive(r.URL.Path) {
 		// A progressive file: its bytes are its media.
-		pw := &progressiveWriter{ResponseWriter: w}
+		pw := &progressiveWriter{ResponseWriter: w, known: ls.knowsFile()}
 		err := next.ServeHTTP(pw, r.WithContext(ctx))
 		if err == nil {
 			ls.playedFile(pw.media)

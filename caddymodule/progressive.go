@@ -32,6 +32,7 @@ func isProgressive(p string) bool {
 // bytes and reading the file's duration from them.
 type progressiveWriter struct {
 	http.ResponseWriter
+	known  bool // the stream knows the file's duration: read no header
 	status int
 	total  int64 // the file's size, from Content-Range or Content-Length
 	bytes  int64
@@ -59,7 +60,9 @@ func (w *progressiveWriter) Write(b []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
-	w.header.Write(b[:n])
+	if !w.known {
+		w.header.Write(b[:n])
+	}
 	return n, err
 }
 

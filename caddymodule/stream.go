@@ -281,6 +281,14 @@ func (ls *localStream) played(d time.Duration) {
 	}
 }
 
+// knowsFile reports whether the stream's progressive file's duration is
+// known here.
+func (ls *localStream) knowsFile() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.fileDuration > 0
+}
+
 // playedFile records a response of the stream's progressive file: media
 // says how much playing time it carried, given the file's duration known
 // so far, and the duration the response revealed, if it did.
@@ -350,13 +358,25 @@ func (ls *localStream) keepPrefix(key, prefix string) {
 	}
 }
 
-// flushIn is when the media served must be carried to the store: while
-// two renewal intervals of the store's lease are left, so that a store
-// that fails once still gets it in time. Until then the stream's requests
-// (which renew at least once a lease) may carry it first, and the media
-// of many segments goes in one renewal.
+// flushIn is when the media served must be carried to the store: while a
+// whole lease of the store's lease is left, so that a store that fails
+// twice, or a process starved of CPU for seconds, still gets it in time.
+// Until then the stream's requests (which renew at least once a lease) may
+// carry it first, and the media of many segments goes in one renewal.
+// A store a whole lease or more behind (after a burst of segments) gets
+// the media at the next renewal interval, so that what it holds (for other
+// instances, or after this one dies) is not far short of the playback.
 func (ls *localStream) flushIn() time.Duration {
-	return max(ls.storeUntil.Sub(now())-2*renewEvery(ls.terms.ttl), renewEvery(ls.terms.ttl))
+	if ls.farBehind() {
+		return renewEvery(ls.terms.ttl)
+	}
+	return max(ls.storeUntil.Sub(now())-ls.terms.ttl, renewEvery(ls.terms.ttl))
+}
+
+// farBehind reports whether the store's lease ends a lease or more before
+// the stream's media and grace do.
+func (ls *localStream) farBehind() bool {
+	return ls.mediaEnd.Add(ls.terms.ttl).Sub(ls.storeUntil) >= ls.terms.ttl
 }
 
 // behind reports whether the store's lease ends a second or more before
@@ -381,7 +401,7 @@ func (ls *localStream) keepAlive() {
 		ls.mu.Unlock()
 		return
 	}
-	if len(ls.requests) == 0 && ls.storeUntil.Sub(now()) > 2*renewEvery(ls.terms.ttl)+time.Second {
+	if len(ls.requests) == 0 && !ls.farBehind() && ls.storeUntil.Sub(now()) > ls.terms.ttl+time.Second {
 		// Media to carry, but not yet due: a request of the stream may
 		// carry it first.
 		ls.keepalive.Reset(ls.flushIn())

@@ -9,11 +9,13 @@ import (
 // at its start ("fast start") or at its end, where a player reads it with
 // a range request of its own. MP4Duration finds it in the bytes of a
 // response as they pass, walking the top-level boxes and skipping their
-// payloads, so that it holds at most one moov however large the file.
+// payloads. Of the moov it holds only the start, where the movie header
+// is (muxers write it first): a few KiB per response, however large the
+// file or its moov.
 
-// maxMoov is the largest moov box MP4Duration reads; a larger one (hours
-// of media in many tracks) is skipped.
-const maxMoov = 8 << 20
+// maxMoov is how much of a moov box MP4Duration reads to find its movie
+// header.
+const maxMoov = 4 << 10
 
 // MP4Duration reads the duration of an MP4 file from a run of its bytes
 // that starts at a top-level box: the whole file, or a range starting at
@@ -86,10 +88,7 @@ func (m *MP4Duration) box() bool {
 		return false // to the end of the file, or no size: nothing after it to read
 	}
 	if typ == "moov" {
-		if payload > maxMoov {
-			return false
-		}
-		m.inMoov, m.need = true, int(payload)
+		m.inMoov, m.need = true, int(min(payload, maxMoov))
 		return true
 	}
 	m.skip = payload
@@ -101,13 +100,15 @@ func (m *MP4Duration) Duration() (time.Duration, bool) {
 	return m.duration, m.duration > 0
 }
 
-// mvhdDuration reads the duration of the mvhd box in a moov's payload.
+// mvhdDuration reads the duration of the mvhd box in (the start of) a
+// moov's payload.
 func mvhdDuration(moov []byte) time.Duration {
 	for len(moov) >= 8 {
 		size := int(binary.BigEndian.Uint32(moov))
-		if size < 8 || size > len(moov) {
+		if size < 8 || (size > len(moov) && string(moov[4:8]) != "mvhd") {
 			return 0
 		}
+		size = min(size, len(moov))
 		if string(moov[4:8]) == "mvhd" {
 			b := moov[8:size]
 			var timescale, duration uint64

@@ -4,10 +4,7 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"os"
-	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -27,16 +24,7 @@ func TestDemoPageInBrowser(t *testing.T) {
 
 	addr, admin := startDemo(t)
 	shots := cmp.Or(os.Getenv("SCREENSHOT_DIR"), t.TempDir())
-	// A hung Chromium must fail this test, not stall `go test` until its
-	// -timeout panics with node and Chromium left running: they share a
-	// process group, killed whole at the deadline.
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "demo.test.mjs")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	cmd.Dir = browserDir
+	cmd := browserScript(t, 3*time.Minute, node, browserDir, "demo.test.mjs")
 	cmd.Env = append(os.Environ(), "BASE_URL=http://"+addr, "ADMIN_URL=http://"+admin, "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium)
 	out, err := cmd.CombinedOutput()
 	t.Logf("browser/demo.test.mjs:\n%s", out)

@@ -125,16 +125,7 @@ func TestPlayers(t *testing.T) {
 	casesJSON, _ := json.Marshal(cases)
 	resultsFile := filepath.Join(t.TempDir(), "results.json")
 
-	// A hung Chromium must fail this test, not stall `go test` until its
-	// -timeout panics with node and Chromium left running: they share a
-	// process group, killed whole at the deadline.
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "players.test.mjs")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
-	cmd.Dir = browserDir
+	cmd := browserScript(t, 4*time.Minute, node, browserDir, "players.test.mjs")
 	cmd.Env = append(os.Environ(),
 		"MAIN_URL=http://"+mainAddr,
 		"STOP_URL=http://"+stopAddr,
@@ -224,6 +215,21 @@ func under(paths []string, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// browserScript is node running script in browserDir, killed with its
+// Chromium at the test's end or after timeout: a hung Chromium must fail
+// the test, not stall `go test` until its -timeout panics with node and
+// Chromium left running (they share a process group, killed whole).
+func browserScript(t *testing.T, timeout time.Duration, node, browserDir, script string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, node, script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	cmd.Dir = browserDir
+	return cmd
 }
 
 // needBrowser returns Debian's chromium, node and the absolute browser/
