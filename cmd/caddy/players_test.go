@@ -60,14 +60,18 @@ http://%[1]s {
 `
 
 // playersLease is the sites' lease: short, so that a playback is seen to
-// hold its slot past it. playersMaxBuffer is the max_buffer of the site
+// hold its slot past it, yet longer than a starved browser may stall
+// between segments. The lease is the grace a playback has beyond the
+// media it was served; with every case at once on a loaded two-core CI
+// machine, one hls.js page asked for its second segment 7.5 s after its
+// first (2 s of media), and a 4 s lease lapsed in between. playersMaxBuffer is the max_buffer of the site
 // where players are closed: stock hls.js and dash.js keep 30 s and more
 // buffered ahead, so under the default max_buffer (10m) a closed player's
 // slot would outlive it by that much and the lease; a small one bounds how
 // long a stopped player holds its slot, whatever it had buffered. The site
 // where players play past their lease keeps the default.
 const (
-	playersLease     = 4 * time.Second
+	playersLease     = 10 * time.Second
 	playersMaxBuffer = 6 * time.Second
 )
 
