@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"flag"
@@ -20,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,13 +37,18 @@ import (
 
 var (
 	caddyBin = flag.String("caddy", "", "the Caddy binary with stream_limit (built by make bench)")
-	duration = flag.Duration("duration", 8*time.Second, "how long each measurement runs")
+	duration = flag.Duration("duration", time.Second, "how long each measurement runs")
 	workers  = flag.Int("workers", 32, "concurrent clients")
-	rounds   = flag.Int("rounds", 3, "measurements of each target per scenario, interleaved; the median is reported")
+	rounds   = flag.Int("rounds", 15, "measurements of each target per scenario, interleaved; the median is reported")
 	users    = flag.Int("users", 1000, "users in the steady-playback scenario, 3 streams each")
 	only     = flag.String("scenarios", "abcd", "the scenarios to run: (a) steady, (b) churn, (c) denial storm, (d) manifests")
-	segments = flag.Int("playlist-segments", 300, "segments in the manifests scenario's media playlist (10 minutes of 2 s segments)")
+	segments = flag.String("playlist-segments", "10,300,1000", "the sizes, in segments of 2 s, of the media playlists of the manifests scenario, one table each: a live window, and DVR windows of 10 and 33 minutes")
+	pin      = flag.Bool("pin", true, "on two or more cores, run the Caddys under test on core 0 and this process (load, origin, Redis) on core 1, with taskset")
+	profiles = flag.String("profile", "", "a directory to write each target's CPU profile of its last round of each scenario to (Caddy's admin /debug/pprof)")
 )
+
+// scenario is the name of the scenario running, for the profiles' names.
+var scenario string
 
 // atExit holds what must be undone before the bench exits, even on a
 // failure: the Caddys and the redis-server it started.
@@ -57,10 +64,22 @@ func fatalf(format string, args ...any) {
 
 func fatal(v ...any) { fatalf("%s", fmt.Sprint(v...)) }
 
+// pinnedEnv marks the bench re-run under taskset on core 1.
+const pinnedEnv = "STREAMLIMIT_BENCH_PINNED"
+
 func main() {
 	flag.Parse()
 	if *caddyBin == "" {
 		fatal("-caddy is required")
+	}
+	pinning := "not pinned (one core, or -pin=false)"
+	if os.Getenv(pinnedEnv) != "" {
+		pinning = "each Caddy under test pinned to core 0; load, origin and Redis to core 1 (taskset)"
+	} else if *pin && runtime.NumCPU() >= 2 {
+		if taskset, err := exec.LookPath("taskset"); err == nil {
+			os.Exit(rerunPinned(taskset))
+		}
+		pinning = "not pinned (no taskset)"
 	}
 	dir, err := os.MkdirTemp("", "streamlimit-bench-")
 	if err != nil {
@@ -79,63 +98,70 @@ func main() {
 		}
 	}()
 
-	fmt.Printf("# make bench: %d workers, %v per measurement, %d users x 3 streams, GOMAXPROCS=%s, %s\n\n",
-		*workers, *duration, *users, os.Getenv("GOMAXPROCS"), time.Now().UTC().Format(time.RFC3339))
+	fmt.Printf("# make bench: %d workers, %v per measurement, %d rounds, %d users x 3 streams, %s, %s\n\n",
+		*workers, *duration, *rounds, *users, pinning, time.Now().UTC().Format(time.RFC3339))
 	for _, sc := range []struct {
 		name string
 		run  func([]*target)
 	}{{"a", steadyPlayback}, {"b", churn}, {"c", denialStorm}, {"d", manifests}} {
 		if strings.Contains(*only, sc.name) {
+			scenario = sc.name
 			sc.run(targets)
 		}
 	}
 }
 
-// limitedSite is the site of the stream_limit targets: %[1]s is the store
-// block, %[2]s the origin.
-const limitedSite = `
-	route /s/* {
-		stream_limit {
-			mode session
-			zone s
-			%[1]s
-		}
-		reverse_proxy %[2]s
+// rerunPinned runs this bench again on core 1 and returns its exit code;
+// the run there starts the Caddys on core 0.
+func rerunPinned(taskset string) int {
+	self, err := os.Executable()
+	if err != nil {
+		fatal(err)
 	}
-	route /c/* {
-		stream_limit {
-			zone c
-			%[1]s
+	cmd := exec.Command(taskset, append([]string{"-c", "1", self}, os.Args[1:]...)...)
+	cmd.Env = append(os.Environ(), pinnedEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		if exit, ok := err.(*exec.ExitError); ok {
+			return exit.ExitCode()
 		}
-		reverse_proxy %[2]s
+		fatal(err)
 	}
-	route /m/* {
-		stream_limit {
-			mode session
-			path_token
-			zone m
-			%[1]s
+	return 0
+}
+
+// routes are every target's routes, by path, with the stream_limit
+// options of the limited targets' zone there. Plain reverse_proxy has the
+// same routes, so that it matches paths as the limited targets do.
+var routes = []struct{ path, zone string }{
+	{"/s/*", "mode session\n\t\t\tzone s"},
+	{"/c/*", "zone c"},
+	{"/m/*", "mode session\n\t\t\tpath_token\n\t\t\tzone m"},
+	{"/storm/*", "mode session\n\t\t\tzone storm\n\t\t\tlease 1h"},
+}
+
+// siteFor writes a target's site: each route proxies to origin, after a
+// stream_limit with the store block store when limited.
+func siteFor(limited bool, store, origin string) string {
+	var b strings.Builder
+	for _, r := range routes {
+		fmt.Fprintf(&b, "\troute %s {\n", r.path)
+		if limited {
+			fmt.Fprintf(&b, "\t\tstream_limit {\n\t\t\t%s\n\t\t\t%s\n\t\t}\n", r.zone, store)
 		}
-		reverse_proxy %[2]s
+		fmt.Fprintf(&b, "\t\treverse_proxy %s\n\t}\n", origin)
 	}
-	route /storm/* {
-		stream_limit {
-			mode session
-			zone storm
-			lease 1h
-			%[1]s
-		}
-		reverse_proxy %[2]s
-	}`
+	return b.String()
+}
 
 // startTargets starts the Caddys under test, plain reverse_proxy first.
 func startTargets(dir, origin, redisAddr string) []*target {
 	targets := []*target{
-		{name: "plain reverse_proxy", site: "\treverse_proxy " + origin},
-		{name: "stream_limit, memory", site: fmt.Sprintf(limitedSite, "", origin)},
+		{name: "plain reverse_proxy", site: siteFor(false, "", origin)},
+		{name: "stream_limit, memory", site: siteFor(true, "", origin)},
 		{
 			name:  "stream_limit, redis",
-			site:  fmt.Sprintf(limitedSite, "store redis {\n\t\t\t\taddress "+redisAddr+"\n\t\t\t}", origin),
+			site:  siteFor(true, "store redis {\n\t\t\t\taddress "+redisAddr+"\n\t\t\t}", origin),
 			redis: redis.NewClient(&redis.Options{Addr: redisAddr}),
 		},
 	}
@@ -163,13 +189,13 @@ func steadyPlayback(targets []*target) {
 	withRedis := targets[slices.IndexFunc(targets, func(t *target) bool { return t.redis != nil })]
 	load(steady(withRedis, ids[withRedis]), http.StatusOK) // every stream renewed once
 	before := withRedis.redisCalls()
-	long := *duration * 4
+	long := max(*duration*4, 30*time.Second)
 	run := loadFor(long, steady(withRedis, ids[withRedis]), http.StatusOK)
 	perReq := float64(withRedis.redisCalls()-before) / float64(run.n)
 
 	base := res[targets[0]]
 	printTable("(a) steady playback: 16 KiB segments of live session streams", targets, res,
-		rate("req/s"), versus("vs plain", base), p50, p99, p99Added(base),
+		rate("req/s"), versus("vs plain"), cpu, p50, p99, p99Added(base),
 		column{"store calls per request", func(t *target, _ result) string {
 			if t != withRedis {
 				return "-"
@@ -192,7 +218,7 @@ func churn(targets []*target) {
 	})
 	base := res[targets[0]]
 	printTable("(b) churn: every request a new connection-mode stream", targets, res,
-		rate("req/s"), versus("vs plain", base), p50, p99, p99Added(base))
+		rate("req/s"), versus("vs plain"), cpu, p50, p99, p99Added(base))
 }
 
 // denialStorm is scenario (c): users at their limit hammering starts,
@@ -219,7 +245,7 @@ func denialStorm(targets []*target) {
 		}, want
 	})
 	printTable("(c) denial storm: users at their limit hammering starts", targets, res,
-		rate("answers/s"), versus("vs plain proxying", res[plain]), p50, p99)
+		rate("answers/s"), versus("vs plain proxying"), cpu, p50, p99)
 }
 
 // manifests is scenario (d): players of live streams re-reading their
@@ -228,11 +254,23 @@ func denialStorm(targets []*target) {
 // requests: a start's tokenized URL, which plain reverse_proxy passes to
 // the origin as a query it ignores.
 func manifests(targets []*target) {
+	for _, n := range strings.Split(*segments, ",") {
+		n = strings.TrimSpace(n)
+		if _, err := strconv.Atoi(n); err != nil {
+			fatalf("-playlist-segments: %q is not a number", n)
+		}
+		manifestsOf(targets, n)
+	}
+}
+
+// manifestsOf is scenario (d) for a playlist of n segments.
+func manifestsOf(targets []*target, n string) {
 	const manifestUsers = 100
 	urls := map[*target][]string{}
+	user := func(u int) string { return "manifest-" + n + "-" + strconv.Itoa(u) }
 	for _, t := range targets[1:] {
 		for u := range manifestUsers {
-			urls[t] = append(urls[t], t.location("/m/title/index.m3u8", "manifest-"+strconv.Itoa(u)))
+			urls[t] = append(urls[t], t.location("/m/"+n+"/index.m3u8", user(u)))
 		}
 	}
 	urls[targets[0]] = urls[targets[1]]
@@ -240,13 +278,13 @@ func manifests(targets []*target) {
 		return func(rng *rand.Rand) *http.Request {
 			u := rng.IntN(manifestUsers)
 			req, _ := http.NewRequest(http.MethodGet, "http://"+t.addr+urls[t][u], nil)
-			req.Header.Set("X-User-Id", "manifest-"+strconv.Itoa(u))
+			req.Header.Set("X-User-Id", user(u))
 			return req
 		}, http.StatusOK
 	})
 	base := res[targets[0]]
-	printTable(fmt.Sprintf("(d) manifests: a %d-segment media playlist, rewritten for each stream", *segments), targets, res,
-		rate("manifests/s"), versus("vs plain", base), p50, p99, p99Added(base))
+	printTable(fmt.Sprintf("(d) manifests: a %s-segment live media playlist, rewritten for each stream", n), targets, res,
+		rate("manifests/s"), versus("vs plain"), cpu, p50, p99, p99Added(base))
 }
 
 // column is one column of a results table: its heading, and its cell for
@@ -260,8 +298,21 @@ func rate(head string) column {
 	return column{head, func(_ *target, r result) string { return fmt.Sprintf("%.0f", r.rps) }}
 }
 
-func versus(head string, base result) column {
-	return column{head, func(_ *target, r result) string { return fmt.Sprintf("%.3fx", r.rps/base.rps) }}
+// cpu is the CPU time a target's Caddy spent per request, in its median
+// round, and plain reverse_proxy's over it: the median and spread of the
+// rounds' ratios.
+var cpu = column{"Caddy CPU per request; plain's over it (median, min-max)", func(_ *target, r result) string {
+	lo, mid, hi := r.cpuRatios[0], r.cpuRatios[len(r.cpuRatios)/2], r.cpuRatios[len(r.cpuRatios)-1]
+	return fmt.Sprintf("%.1f µs; %.3fx (%.3f-%.3f)", float64(r.cpuPerReq.Nanoseconds())/1e3, mid, lo, hi)
+}}
+
+// versus is the median of a target's per-round ratios to plain
+// reverse_proxy, with their least and greatest: the spread is the noise.
+func versus(head string) column {
+	return column{head + " (median, min-max of rounds)", func(_ *target, r result) string {
+		lo, mid, hi := r.ratios[0], r.ratios[len(r.ratios)/2], r.ratios[len(r.ratios)-1]
+		return fmt.Sprintf("%.3fx (%.3f-%.3f)", mid, lo, hi)
+	}}
 }
 
 var (
@@ -307,6 +358,7 @@ func steady(t *target, ids []string) func(*rand.Rand) *http.Request {
 // target is one Caddy under test.
 type target struct {
 	name, site, addr string
+	admin            string // the admin address, when profiling
 	// redis is a client of the target's Redis, if it has one.
 	redis *redis.Client
 	cmd   *exec.Cmd
@@ -322,12 +374,20 @@ func freeAddr() string {
 
 func (t *target) start(dir string) {
 	t.addr = freeAddr()
-	cfg := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\nhttp://%s {\n%s\n}\n", t.addr, t.site)
+	admin := "off"
+	if *profiles != "" {
+		t.admin = freeAddr()
+		admin = t.admin
+	}
+	cfg := fmt.Sprintf("{\n\tadmin %s\n\tauto_https off\n\tpersist_config off\n}\nhttp://%s {\n%s\n}\n", admin, t.addr, t.site)
 	file := filepath.Join(dir, strings.NewReplacer(" ", "_", ",", "").Replace(t.name)+".Caddyfile")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		fatal(err)
 	}
 	t.cmd = exec.Command(*caddyBin, "run", "--config", file)
+	if os.Getenv(pinnedEnv) != "" {
+		t.cmd = exec.Command("taskset", "-c", "0", *caddyBin, "run", "--config", file)
+	}
 	t.cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
 	logf, _ := os.Create(file + ".log")
 	t.cmd.Stdout, t.cmd.Stderr = logf, logf
@@ -425,25 +485,108 @@ type result struct {
 	n        int
 	rps      float64
 	p50, p99 time.Duration
+	// ratios are the rounds' rates over plain reverse_proxy's in the same
+	// round, in increasing order.
+	ratios []float64
+	// cpuPerReq is the CPU time (user and system) the Caddy under test
+	// spent per request, and cpuRatios plain reverse_proxy's over the
+	// target's, round by round, in increasing order: what the machine's
+	// neighbours take from a round slows it, but costs it no CPU time.
+	cpuPerReq time.Duration
+	cpuRatios []float64
 }
 
 // measure runs each target *rounds times, interleaved so that drift on a
 // shared machine hits every target alike, and keeps each target's median
-// round (by requests per second).
+// round (by requests per second), with the ratios of each of its rounds to
+// the same round of the first target (plain reverse_proxy). Short rounds,
+// many of them, each beginning with another target: the speed of a shared
+// (virtual) machine wanders by as much as twice within a minute, and a
+// round as long as one of its slow spells would read as the target's.
 func measure(targets []*target, work func(*target) (func(*rand.Rand) *http.Request, int)) map[*target]result {
 	all := map[*target][]result{}
-	for range *rounds {
-		for _, t := range targets {
+	for round := range *rounds {
+		for i := range targets {
+			t := targets[(i+round)%len(targets)]
 			next, want := work(t)
-			all[t] = append(all[t], load(next, want))
+			var profiled chan struct{}
+			if round == *rounds-1 && t.admin != "" {
+				profiled = t.profile(*duration - time.Second)
+			}
+			cpu := t.cpuTime()
+			r := load(next, want)
+			r.cpuPerReq = (t.cpuTime() - cpu) / time.Duration(max(r.n, 1))
+			all[t] = append(all[t], r)
+			if profiled != nil {
+				<-profiled
+			}
 		}
 	}
 	out := map[*target]result{}
 	for t, rs := range all {
+		var ratios, cpuRatios []float64
+		var cpus []time.Duration
+		for i, r := range rs {
+			base := all[targets[0]][i]
+			ratios = append(ratios, r.rps/base.rps)
+			cpuRatios = append(cpuRatios, float64(base.cpuPerReq)/float64(r.cpuPerReq))
+			cpus = append(cpus, r.cpuPerReq)
+		}
+		slices.Sort(ratios)
+		slices.Sort(cpuRatios)
+		slices.Sort(cpus)
 		slices.SortFunc(rs, func(a, b result) int { return cmp.Compare(a.rps, b.rps) })
-		out[t] = rs[len(rs)/2]
+		median := rs[len(rs)/2]
+		median.ratios, median.cpuRatios, median.cpuPerReq = ratios, cpuRatios, cpus[len(cpus)/2]
+		out[t] = median
 	}
 	return out
+}
+
+// cpuTime is the CPU time the target's Caddy has spent, user and system
+// (Linux: /proc/<pid>/stat; 0 elsewhere).
+func (t *target) cpuTime() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", t.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat's
+// times: 100 on Linux everywhere.
+const clockTicks = 100
+
+// profile writes a CPU profile of the target over d, from now, to
+// -profile's directory; the channel is closed when it is written.
+func (t *target) profile(d time.Duration) chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.admin, int(d.Seconds())))
+		if err != nil {
+			log.Printf("profile of %s: %v", t.name, err)
+			return
+		}
+		defer resp.Body.Close()
+		name := filepath.Join(*profiles, scenario+"-"+strings.NewReplacer(" ", "_", ",", "").Replace(t.name)+".pprof")
+		f, err := os.Create(name)
+		if err == nil {
+			_, err = io.Copy(f, resp.Body)
+			f.Close()
+		}
+		if err != nil {
+			log.Printf("profile of %s: %v", t.name, err)
+		}
+	}()
+	return done
 }
 
 // load runs *workers closed-loop clients for *duration and checks every
@@ -502,16 +645,32 @@ func loadFor(d time.Duration, next func(*rand.Rand) *http.Request, want int) res
 	return result{n: len(lat), rps: float64(len(lat)) / elapsed.Seconds(), p50: pct(0.5), p99: pct(0.99)}
 }
 
-// startOrigin serves a live media playlist of *segments segments for
-// .m3u8 paths, and a 16 KiB segment for every other path.
+// startOrigin serves, for a path /m/<n>/….m3u8, a live media playlist of n
+// segments (of 10 for other .m3u8 paths), and a 16 KiB segment for every
+// other path.
 func startOrigin() string {
 	body := make([]byte, 16<<10)
-	var playlist strings.Builder
-	// A live playlist (no end): a start is redirected to its tokenized
-	// URL, which the player then reads again and again.
-	playlist.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n")
-	for i := range *segments {
-		fmt.Fprintf(&playlist, "#EXTINF:2.000000,\nseg%05d.ts\n", i)
+	var mu sync.Mutex
+	playlists := map[string]string{}
+	playlist := func(path string) string {
+		n, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(path, "/m/"), "/", 2)[0])
+		if err != nil {
+			n = 10
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if p, ok := playlists[path]; ok {
+			return p
+		}
+		// A live playlist (no end): a start is redirected to its tokenized
+		// URL, which the player then reads again and again.
+		var b strings.Builder
+		b.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n")
+		for i := range n {
+			fmt.Fprintf(&b, "#EXTINF:2.000000,\nseg%05d.ts\n", i)
+		}
+		playlists[path] = b.String()
+		return b.String()
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -520,7 +679,7 @@ func startOrigin() string {
 	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, ".m3u8") {
 			w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
-			io.WriteString(w, playlist.String())
+			io.WriteString(w, playlist(r.URL.Path))
 			return
 		}
 		w.Header().Set("Content-Type", "video/mp2t")

@@ -92,11 +92,12 @@ func BenchmarkChurn(b *testing.B) {
 }
 
 // BenchmarkManifestContinuation measures a player of a live stream reading
-// its media playlist again (10 segments of 2 s, a live window, and 300, ten
-// minutes; the next handler stands for the origin): the token check, and
-// the rewriting that gives every URI the stream's token.
+// its media playlist again (10 segments of 2 s, a live window, and 300 and
+// 1,000, DVR windows of ten and 33 minutes; the next handler stands for
+// the origin): the token check, and the rewriting that gives every URI the
+// stream's token (by the playlist's plan, made at the first read).
 func BenchmarkManifestContinuation(b *testing.B) {
-	for _, n := range []int{10, 300} {
+	for _, n := range []int{10, 300, 1000} {
 		b.Run(fmt.Sprintf("segments=%d", n), func(b *testing.B) { benchmarkManifestContinuation(b, n) })
 	}
 }

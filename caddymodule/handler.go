@@ -555,16 +555,30 @@ func (h *Handler) renewed(w http.ResponseWriter, r *http.Request, next caddyhttp
 // while it is in flight and cutting it if the stream is revoked meanwhile.
 // In connection mode the stream ends with the request.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, confirmed bool) error {
-	ctx, cancel := context.WithCancelCause(r.Context())
+	// A request of the stream's media gets a context that a revocation
+	// cancels, cutting it. A manifest, under path_token, carries no media
+	// and is answered whole once rewritten: it is not cut (the stream's
+	// next segment is refused), and is spared that context's cost.
+	rewritten := h.PathToken && h.session() && r.Method == http.MethodGet && isManifest(r.URL.Path)
+	var cancel context.CancelCauseFunc
+	if !rewritten {
+		var ctx context.Context
+		ctx, cancel = context.WithCancelCause(r.Context())
+		r = r.WithContext(ctx)
+	}
 	ls, req, revoked := h.zone.enter(ref, h.terms(limit), confirmed, cancel)
 	if revoked {
-		cancel(nil)
+		if cancel != nil {
+			cancel(nil)
+		}
 		return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
 	}
 	defer func() {
 		// Deferred so that it runs when reverse_proxy aborts with a panic.
 		ls.leave(req)
-		cancel(nil)
+		if cancel != nil {
+			cancel(nil)
+		}
 		if !h.session() {
 			if h.zone.storeTimeout > 0 {
 				// A store with I/O releases after the response: its round trip
@@ -578,13 +592,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	w.Header().Set(StreamIDHeader, ref.id)
 	if !h.PathToken || !h.session() || r.Method != http.MethodGet {
 		// (A HEAD has no body to rewrite, and no media to play.)
-		return next.ServeHTTP(w, r.WithContext(ctx))
+		return next.ServeHTTP(w, r)
 	}
 	t, _ := caddyhttp.GetVar(r.Context(), tokenVar).(*pathToken)
 	if t != nil && t.scope == scopeFile && isProgressive(r.URL.Path) {
 		// A progressive file: its bytes are its media.
 		pw := &progressiveWriter{ResponseWriter: w, known: ls.knowsFile()}
-		err := next.ServeHTTP(pw, r.WithContext(ctx))
+		err := next.ServeHTTP(pw, r)
 		if err == nil {
 			ls.playedFile(pw.media)
 		}
@@ -594,14 +608,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		// A segment of the stream's main track: once it is served, the
 		// stream's lease covers its media too.
 		sw := &statusWriter{ResponseWriter: w}
-		err := next.ServeHTTP(sw, r.WithContext(ctx))
+		err := next.ServeHTTP(sw, r)
 		if err == nil && (sw.status >= 200 && sw.status < 300 || sw.status == http.StatusNotModified) {
 			// (A 304: the player had the segment; the origin confirmed it.)
 			ls.played(t.media)
 		}
 		return err
 	}
-	return h.serveRewriting(w, r.WithContext(ctx), next, ls)
+	return h.serveRewriting(w, r, next, ls)
 }
 
 // statusWriter notes the status of the response it passes on.

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/andybalholm/brotli"
@@ -58,8 +59,24 @@ type manifestWriter struct {
 	holding   bool
 	passed    bool // the response is passed through as it comes
 	status    int
-	body      bytes.Buffer
+	body      *[]byte // from bufs, while holding
 	oversized bool
+}
+
+// bufs holds the buffers manifests are held back in and rewritten into,
+// so that a player re-reading its live playlist costs no new ones; a
+// buffer larger than maxPooledBuf is left to the collector.
+var bufs = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledBuf = 1 << 20
+
+func getBuf() *[]byte { return bufs.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if b != nil && cap(*b) <= maxPooledBuf {
+		*b = (*b)[:0]
+		bufs.Put(b)
+	}
 }
 
 func (w *manifestWriter) WriteHeader(code int) {
@@ -67,9 +84,9 @@ func (w *manifestWriter) WriteHeader(code int) {
 		return
 	}
 	if code == http.StatusOK && manifest.Detect(w.Header().Get("Content-Type"), w.path) != manifest.None {
-		w.holding, w.status = true, code
-		if n, err := strconv.Atoi(w.Header().Get("Content-Length")); err == nil && n > 0 && n <= maxManifest {
-			w.body.Grow(n)
+		w.holding, w.status, w.body = true, code, getBuf()
+		if n, err := strconv.Atoi(w.Header().Get("Content-Length")); err == nil && n > cap(*w.body) && n <= maxManifest {
+			*w.body = make([]byte, 0, n)
 		}
 		return
 	}
@@ -84,11 +101,11 @@ func (w *manifestWriter) Write(b []byte) (int, error) {
 	if !w.holding {
 		return w.ResponseWriter.Write(b)
 	}
-	if w.body.Len()+len(b) > maxManifest {
+	if len(*w.body)+len(b) > maxManifest {
 		w.oversized = true
 	}
 	if !w.oversized {
-		w.body.Write(b)
+		*w.body = append(*w.body, b...)
 	}
 	return len(b), nil
 }
@@ -117,10 +134,11 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 	// checked: the handlers after this one (rewrite) may change r.URL.
 	asked := *r.URL
 	err := next.ServeHTTP(mw, r)
+	defer putBuf(mw.body)
 	if err != nil || !mw.holding {
 		return err
 	}
-	body := mw.body.Bytes()
+	body := *mw.body
 	if mw.oversized {
 		h.logger.Warn("manifest larger than the rewriting limit; refused",
 			zap.String("zone", h.Zone), zap.String("path", r.URL.Path), zap.Int("limit", maxManifest))
@@ -149,8 +167,8 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 			zap.String("zone", h.Zone), zap.Error(err))
 		return writeManifest(w, mw.status, body)
 	}
-	tz := &tokenizer{base: &url.URL{Scheme: "http", Host: r.Host, Path: asked.Path, RawPath: asked.RawPath},
-		dir: dirOf(asked.EscapedPath()), id: id, hosts: append([]string{r.Host}, h.RewriteHosts...), secret: secret, stream: ls}
+	tz := &tokenizer{base: url.URL{Scheme: "http", Host: r.Host, Path: asked.Path, RawPath: asked.RawPath},
+		dir: dirOf(asked.EscapedPath()), id: id, host: r.Host, more: h.RewriteHosts, secret: secret, stream: ls}
 	if r.TLS != nil {
 		tz.base.Scheme = "https"
 	}
@@ -175,7 +193,12 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 			return nil
 		}
 	}
-	out, rerr := manifest.RewriteEdits(kind, body, tz.edit)
+	outBuf := getBuf()
+	defer putBuf(outBuf)
+	out, rerr := rewriteFor(*outBuf, kind, body, tz)
+	if rerr == nil && !sameArray(out, body) {
+		*outBuf = out // it may have grown: the larger buffer goes back
+	}
 	if rerr != nil {
 		h.logger.Warn("manifest could not be read; passed on without tokens",
 			zap.String("zone", h.Zone), zap.String("path", r.URL.Path), zap.Error(rerr))
@@ -188,6 +211,31 @@ func (h *Handler) serveRewriting(w http.ResponseWriter, r *http.Request, next ca
 	}
 	w.Header().Set("Cache-Control", "private, no-cache")
 	return writeManifest(w, mw.status, out)
+}
+
+// rewriteFor rewrites a manifest for tz's stream into dst's array: by the
+// playlist's plan when one is kept (plan.go), else in full, keeping the
+// plan it has.
+func rewriteFor(dst []byte, kind manifest.Kind, body []byte, tz *tokenizer) ([]byte, error) {
+	if kind != manifest.HLS {
+		return manifest.AppendEdits(dst, kind, body, tz.edit)
+	}
+	if p := plans.find(body, tz.aux, tz.video); p != nil {
+		if out, ok := p.apply(dst, tz); ok {
+			return out, nil
+		}
+	}
+	pl := newPlanner(tz, body)
+	out, err := manifest.AppendEdits(dst, kind, body, pl.edit)
+	if err == nil {
+		pl.done(body)
+	}
+	return out, err
+}
+
+// sameArray reports whether a and b share their first byte's place.
+func sameArray(a, b []byte) bool {
+	return cap(a) > 0 && cap(b) > 0 && &a[:1][0] == &b[:1][0]
 }
 
 var errManifestTooLarge = errors.New("manifest too large to rewrite")
@@ -234,10 +282,14 @@ func writeManifest(w http.ResponseWriter, status int, body []byte) error {
 // tokenizer makes the form of each URI of one manifest that carries the
 // stream's token.
 type tokenizer struct {
-	base   *url.URL // the manifest's URL, as the handler sees it
-	dir    string   // the escaped directory the client resolves the manifest's URIs against
-	id     string
-	hosts  []string // the hosts whose URLs are the origin's
+	base url.URL // the manifest's URL, as the handler sees it
+	dir  string  // the escaped directory the client resolves the manifest's URIs against
+	id   string
+	// host and more are the hosts whose URLs are the origin's: the
+	// request's, and rewrite_hosts; hosts is both, made when needed.
+	host   string
+	more   []string
+	hosts  []string
 	secret []byte
 	aux    bool // the manifest is an auxiliary track's playlist: its segments add no time
 	video  bool // some track is video: audio and text tracks add no time
@@ -247,20 +299,25 @@ type tokenizer struct {
 	// prefixes holds, for plain relative URIs (a file name, with
 	// directories or not), what goes before the file name in their
 	// tokenized form, by directory and extra: most of a playlist's
-	// segments share one.
-	prefixes map[prefixKey]string
+	// segments share one, and few playlists have more than a handful.
+	prefixes []keptPrefix
 	// stream keeps prefixes across the manifests rewritten for it.
 	stream *localStream
-	// lastKey and lastPrefix are the prefix used last: a playlist's
-	// segments come one after another.
-	lastKey    prefixKey
-	lastPrefix string
 	// lastDur and lastExtra are the extra made last.
 	lastDur   time.Duration
 	lastExtra string
 }
 
 type prefixKey struct{ dir, extra string }
+
+// maxManifestPrefixes bounds the prefixes a tokenizer keeps, and so its
+// search for one; those beyond are found in the stream's, or made again.
+const maxManifestPrefixes = 32
+
+type keptPrefix struct {
+	key    prefixKey
+	prefix string
+}
 
 // ref returns the form of a manifest URI that carries the stream's token,
 // as a path relative to the manifest's directory, or false to keep it as
@@ -274,40 +331,54 @@ func (tz *tokenizer) ref(ref manifest.Ref) (string, bool) {
 // relative to its playlist, the tokenized prefix of its directory before
 // its file name, resolved once per directory.
 func (tz *tokenizer) edit(ref manifest.Ref) (manifest.Edit, bool) {
-	if ref.Base == "" && !ref.Template && !isPlaylistRole(ref.Role) && ref.Role != manifest.RoleBaseURL && plainRelative(ref.URI) {
-		i := strings.LastIndexByte(ref.URI, '/') + 1
-		key := prefixKey{ref.URI[:i], tz.extra(ref)}
-		if key == tz.lastKey && tz.lastPrefix != "" {
-			return manifest.Edit{Insert: tz.lastPrefix, From: i}, true
-		}
-		prefix, ok := tz.prefixes[key]
-		if !ok {
-			// Kept for the stream: the base (the manifest's directory) and
-			// the client's directory name it with the key.
-			kept := tz.dir + "\x00" + tz.base.Path[:strings.LastIndexByte(tz.base.Path, '/')+1] + "\x00" + key.dir + "\x00" + key.extra
-			if tz.stream != nil {
-				prefix, ok = tz.stream.prefix(kept)
-			}
-			if !ok {
-				full, tokenized := tz.slowRef(manifest.Ref{Role: ref.Role, URI: key.dir + "x", Duration: ref.Duration, Timeline: ref.Timeline, Track: ref.Track})
-				if !tokenized {
-					return manifest.Edit{}, false
-				}
-				prefix = full[:len(full)-1]
-				if tz.stream != nil {
-					tz.stream.keepPrefix(kept, prefix)
-				}
-			}
-			if tz.prefixes == nil {
-				tz.prefixes = map[prefixKey]string{}
-			}
-			tz.prefixes[key] = prefix
-		}
-		tz.lastKey, tz.lastPrefix = key, prefix
-		return manifest.Edit{Insert: prefix, From: i}, true
+	if i, ok := plainIndex(ref); ok {
+		prefix, ok := tz.prefixFor(prefixKey{ref.URI[:i], tz.extra(ref)}, ref)
+		return manifest.Edit{Insert: prefix, From: i}, ok
 	}
 	s, ok := tz.slowRef(ref)
 	return manifest.Edit{Insert: s, From: len(ref.URI)}, ok
+}
+
+// plainIndex reports whether ref takes the common way, a tokenized prefix
+// of its directory before its file name, and where that name begins.
+func plainIndex(ref manifest.Ref) (int, bool) {
+	if ref.Base != "" || ref.Template || isPlaylistRole(ref.Role) || ref.Role == manifest.RoleBaseURL || !plainRelative(ref.URI) {
+		return 0, false
+	}
+	return strings.LastIndexByte(ref.URI, '/') + 1, true
+}
+
+// prefixFor is the tokenized prefix of the URIs of key, made for a URI
+// like the one given (its role, media and track make the token's extra).
+func (tz *tokenizer) prefixFor(key prefixKey, like manifest.Ref) (string, bool) {
+	// The prefix used last first: a playlist's segments come one after
+	// another.
+	for k := len(tz.prefixes) - 1; k >= 0; k-- {
+		if tz.prefixes[k].key == key {
+			return tz.prefixes[k].prefix, true
+		}
+	}
+	// Kept for the stream: the base (the manifest's directory) and the
+	// client's directory name it with the key.
+	kept := streamPrefix{tz.dir, tz.base.Path[:strings.LastIndexByte(tz.base.Path, '/')+1], key}
+	prefix, ok := "", false
+	if tz.stream != nil {
+		prefix, ok = tz.stream.prefix(kept)
+	}
+	if !ok {
+		full, tokenized := tz.slowRef(manifest.Ref{Role: like.Role, URI: key.dir + "x", Duration: like.Duration, Timeline: like.Timeline, Track: like.Track})
+		if !tokenized {
+			return "", false
+		}
+		prefix = full[:len(full)-1]
+		if tz.stream != nil {
+			tz.stream.keepPrefix(kept, prefix)
+		}
+	}
+	if len(tz.prefixes) < maxManifestPrefixes {
+		tz.prefixes = append(tz.prefixes, keptPrefix{key, prefix})
+	}
+	return prefix, true
 }
 
 // plainRelative reports whether uri is a relative path of plain names
@@ -318,22 +389,30 @@ func plainRelative(uri string) bool {
 		return false
 	}
 	start := 0 // of the path segment being read
-	for i := 0; i <= len(uri); i++ {
-		if i == len(uri) || uri[i] == '/' {
-			seg := uri[start:i]
-			if seg == "" || seg == "." || seg == ".." || (seg[0] == '~' && strings.HasPrefix(seg, PathTokenPrefix)) {
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; notPlain[c] {
+			if c != '/' || !plainSegment(uri[start:i]) {
 				return false
 			}
 			start = i + 1
-			continue
-		}
-		switch uri[i] {
-		case ':', '?', '#', '%', '\\', '{', '}', '$':
-			return false
 		}
 	}
-	return true
+	return plainSegment(uri[start:])
 }
+
+// plainSegment reports whether a path segment of a URI is a plain name.
+func plainSegment(seg string) bool {
+	return seg != "" && seg != "." && seg != ".." && !(seg[0] == '~' && strings.HasPrefix(seg, PathTokenPrefix))
+}
+
+// notPlain marks the bytes plainRelative stops at: "/", and those that
+// make a URI more than a path of plain names.
+var notPlain = func() (t [256]bool) {
+	for _, c := range ":?#%\\{}$/" {
+		t[c] = true
+	}
+	return t
+}()
 
 // slowRef is ref for any URI: parsed, resolved, checked for its host.
 func (tz *tokenizer) slowRef(ref manifest.Ref) (string, bool) {
@@ -345,7 +424,10 @@ func (tz *tokenizer) slowRef(ref manifest.Ref) (string, bool) {
 		// Relative to a BaseURL in scope, which carries the token itself.
 		return "", false
 	}
-	target, err := ref.Resolve(tz.base)
+	if tz.hosts == nil {
+		tz.hosts = append([]string{tz.host}, tz.more...)
+	}
+	target, err := ref.Resolve(&tz.base)
 	if err != nil || !manifest.SameHost(target, tz.hosts) {
 		return "", false
 	}

@@ -226,7 +226,7 @@ func TestPlainRelativeURIsTakeTheShortWay(t *testing.T) {
 	uris := []string{"init.mp4", "seg00.ts", "seg01.ts", "v0/seg00.ts", "v0/seg01.ts", "a/b/c.m4s", "a/b/d.m4s", "x:y.ts",
 		"../up.ts", "./here.ts", "/abs.ts", "sub/", "q.ts?x=1", "e%20f.ts", "$Number$.m4s", "~sl-x/seg.ts", "a//b.ts"}
 	for _, dir := range []string{"/t/hls/", "/t/hls/~sl-00000000-0000-8000-8000-000000000000.dAAAAAAAAAAAA/"} {
-		fast := &tokenizer{base: &url.URL{Scheme: "http", Host: "h", Path: "/t/hls/index.m3u8"}, dir: dir, id: "00000000-0000-8000-8000-000000000000", hosts: []string{"h"}, secret: []byte("0123456789abcdef")}
+		fast := &tokenizer{base: url.URL{Scheme: "http", Host: "h", Path: "/t/hls/index.m3u8"}, dir: dir, id: "00000000-0000-8000-8000-000000000000", host: "h", secret: []byte("0123456789abcdef")}
 		slow := *fast
 		for _, uri := range uris {
 			for _, d := range []time.Duration{0, 2 * time.Second, 1500 * time.Millisecond} {

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,12 +33,12 @@ type localStream struct {
 	// bound holds the last tokens found made for their paths here (their
 	// scope, MAC and path): a playlist's segments share one, and it need
 	// not be checked again.
-	bound     [4]string
+	bound     [4]boundToken
 	boundNext int
 	// prefixes are tokenized prefixes of the manifests rewritten for the
 	// stream here, by client directory, directory and extra: a live
 	// playlist read again every few seconds reuses them (rewrite.go).
-	prefixes  map[string]string
+	prefixes  map[streamPrefix]string
 	revoked   bool // closed, kicked or evicted: refuse it, cut it
 	ended     bool // its connection ended or it was closed: renew nothing more
 	keepalive *time.Timer
@@ -66,7 +67,7 @@ type streamTerms struct {
 type liveRequest struct {
 	mu     sync.Mutex
 	done   bool
-	cancel context.CancelCauseFunc // of the request's context
+	cancel context.CancelCauseFunc // of the request's context; nil for one not cut (a manifest)
 }
 
 // cut cuts the request unless it has already finished. Cutting cancels
@@ -76,7 +77,7 @@ type liveRequest struct {
 func (f *liveRequest) cut() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.done {
+	if !f.done && f.cancel != nil {
 		f.cancel(errStreamCut)
 	}
 }
@@ -112,7 +113,8 @@ func (z *zone) forget(ref streamRef) {
 // between finding the stream and registering the request. It refuses
 // (revoked) a stream revoked meanwhile. confirmed says the store has just
 // confirmed the lease. A request in flight with no keepalive running
-// starts one.
+// starts one. cancel cuts the request; a request without one (a manifest,
+// see Handler.serve) is not registered, and its req is nil.
 func (z *zone) enter(ref streamRef, terms streamTerms, confirmed bool, cancel context.CancelCauseFunc) (ls *localStream, req *liveRequest, revoked bool) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
@@ -126,8 +128,10 @@ func (z *zone) enter(ref streamRef, terms streamTerms, confirmed bool, cancel co
 	if ls.revoked {
 		return ls, nil, true
 	}
-	req = &liveRequest{cancel: cancel}
-	ls.requests[req] = struct{}{}
+	if cancel != nil {
+		req = &liveRequest{cancel: cancel}
+		ls.requests[req] = struct{}{}
+	}
 	ls.terms, ls.ended = terms, false
 	if confirmed {
 		ls.confirmLocked(terms.ttl)
@@ -142,6 +146,9 @@ func (z *zone) enter(ref streamRef, terms streamTerms, confirmed bool, cancel co
 // requests follow each other (segments) keeps one timer rather than making
 // one per request; it stops itself when it finds nothing in flight.
 func (ls *localStream) leave(req *liveRequest) {
+	if req == nil {
+		return // not registered: a request that is not cut
+	}
 	req.finish()
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -307,19 +314,20 @@ func (ls *localStream) playedFile(media func(known time.Duration) (carried, foun
 	}
 }
 
-// boundKey names a token with the path it was checked for.
-func boundKey(t pathToken) string {
-	p, _ := t.scopedPath()
-	return string(t.scope) + t.mac + "\x00" + p
+// boundToken is a token found made for a path: its scope and MAC, and
+// the path its MAC covers.
+type boundToken struct {
+	scope byte
+	mac   string
+	path  string
 }
 
 // boundBefore reports whether t was found made for its path here before.
 func (ls *localStream) boundBefore(t pathToken) bool {
-	k := boundKey(t)
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	for _, b := range ls.bound {
-		if b == k {
+		if b.scope == t.scope && b.mac == t.mac && t.covers(b.path) {
 			return true
 		}
 	}
@@ -328,9 +336,9 @@ func (ls *localStream) boundBefore(t pathToken) bool {
 
 // rememberBound notes that t was found made for its path.
 func (ls *localStream) rememberBound(t pathToken) {
-	k := boundKey(t)
+	p, _ := t.scopedPath()
 	ls.mu.Lock()
-	ls.bound[ls.boundNext] = k
+	ls.bound[ls.boundNext] = boundToken{t.scope, t.mac, p}
 	ls.boundNext = (ls.boundNext + 1) % len(ls.bound)
 	ls.mu.Unlock()
 }
@@ -338,8 +346,16 @@ func (ls *localStream) rememberBound(t pathToken) {
 // maxStreamPrefixes bounds the prefixes a stream keeps.
 const maxStreamPrefixes = 64
 
+// streamPrefix names a tokenized prefix a stream keeps: the directory the
+// client resolves its manifest's URIs against, the manifest's directory,
+// and the prefix's key in the manifest.
+type streamPrefix struct {
+	clientDir, baseDir string
+	prefixKey
+}
+
 // prefix returns a tokenized prefix kept for the stream, if any.
-func (ls *localStream) prefix(key string) (string, bool) {
+func (ls *localStream) prefix(key streamPrefix) (string, bool) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	p, ok := ls.prefixes[key]
@@ -347,13 +363,15 @@ func (ls *localStream) prefix(key string) (string, bool) {
 }
 
 // keepPrefix keeps a tokenized prefix for the stream's next manifests.
-func (ls *localStream) keepPrefix(key, prefix string) {
+// The key's strings are copied: they may be parts of a whole manifest.
+func (ls *localStream) keepPrefix(key streamPrefix, prefix string) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.prefixes == nil {
-		ls.prefixes = make(map[string]string)
+		ls.prefixes = make(map[streamPrefix]string)
 	}
 	if len(ls.prefixes) < maxStreamPrefixes {
+		key.dir = strings.Clone(key.dir)
 		ls.prefixes[key] = prefix
 	}
 }

@@ -86,6 +86,10 @@ func takeQueryParam(u *url.URL, name string) (string, bool) {
 	if !strings.Contains(raw, name) && !strings.Contains(raw, "%") {
 		return "", false // the common case: nothing to parse
 	}
+	if v, ok := strings.CutPrefix(raw, name+"="); ok && !strings.ContainsAny(v, "&%+;") {
+		u.RawQuery = "" // a manifest's tokenized URL: the token alone
+		return v, true
+	}
 	var value string
 	found := false
 	kept := make([]string, 0, strings.Count(raw, "&")+1)

@@ -118,6 +118,44 @@ func (t pathToken) scopedPath() (string, bool) {
 	return "", false
 }
 
+// covers reports whether p is the path t's MAC covers (scopedPath), with
+// no allocation when the request's path has no dot segments or doubled
+// slashes, as the URIs the limiter writes have none.
+func (t pathToken) covers(p string) bool {
+	cleanPrefix := t.prefix == "/" || (len(t.prefix) > 2 && t.prefix[0] == '/' && t.prefix[len(t.prefix)-1] == '/' &&
+		cleanSegments(t.prefix[1:len(t.prefix)-1], true))
+	if !cleanPrefix || !cleanSegments(t.rest, t.scope == scopePrefix) {
+		sp, ok := t.scopedPath()
+		return ok && sp == p
+	}
+	switch t.scope {
+	case scopeFile:
+		return len(p) == len(t.prefix)+len(t.rest) && strings.HasPrefix(p, t.prefix) && p[len(t.prefix):] == t.rest
+	case scopeDir, scopePrefix:
+		return p == t.prefix
+	}
+	return false
+}
+
+// cleanSegments reports whether s is path segments joined by "/" (one
+// only, unless many), none of them empty, "." or "..".
+func cleanSegments(s string, many bool) bool {
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && s[i] != '/' {
+			continue
+		}
+		if i < len(s) && !many {
+			return false
+		}
+		if seg := s[start:i]; seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		start = i + 1
+	}
+	return true
+}
+
 // cleanDir is a directory path with its dot segments resolved, ending in
 // "/".
 func cleanDir(p string) string {

@@ -45,3 +45,25 @@ func TestTokenScopes(t *testing.T) {
 		}
 	}
 }
+
+// TestCoversAgreesWithScopedPath: the allocation-free check of a token
+// against the path it was found made for answers as scopedPath does, on
+// clean paths and on paths with dot segments and doubled slashes.
+func TestCoversAgreesWithScopedPath(t *testing.T) {
+	prefixes := []string{"/", "/a/", "/a/b/", "/a/./", "/a/../", "/a//", "//", "a/", "/a", ""}
+	rests := []string{"f.ts", "x/f.ts", "../f.ts", "./f.ts", "", "d/", "..", ".", "x//f.ts", "x/./f.ts"}
+	paths := []string{"/", "/a/", "/a/b/", "/f.ts", "/a/f.ts", "/a/b/f.ts", "/a/x/f.ts", "/x/f.ts", "/a/b/x/f.ts", ""}
+	for _, prefix := range prefixes {
+		for _, rest := range rests {
+			for _, scope := range []byte{scopeFile, scopeDir, scopePrefix} {
+				tok := pathToken{scope: scope, prefix: prefix, rest: rest}
+				sp, ok := tok.scopedPath()
+				for _, p := range append(paths, sp) {
+					if got, want := tok.covers(p), ok && sp == p; got != want {
+						t.Errorf("%c %q + %q covers %q: %v, scopedPath says %q %v", scope, prefix, rest, p, got, sp, ok)
+					}
+				}
+			}
+		}
+	}
+}

@@ -89,7 +89,7 @@ func scanHLS(b []byte, w *writer, sum *Summary) error {
 		case s == e:
 			continue
 		case b[s] != '#':
-			r := Ref{Role: RoleSegment, URI: string(b[s:e]), Duration: segDur, Tag: "EXTINF"}
+			r := Ref{Role: RoleSegment, URI: w.uri(s, e), Duration: segDur, Tag: "EXTINF"}
 			if variant {
 				r = Ref{Role: RolePlaylist, URI: r.URI, Tag: "EXT-X-STREAM-INF"}
 			} else if sum != nil {
@@ -164,7 +164,7 @@ func scanHLS(b []byte, w *writer, sum *Summary) error {
 			if !ok {
 				continue
 			}
-			r := Ref{Role: role, URI: string(b[a.start:a.end]), Duration: dur, Tag: string(name)}
+			r := Ref{Role: role, URI: w.uri(a.start, a.end), Duration: dur, Tag: string(name)}
 			if role == RoleMedia {
 				r.Track = hlsTrack(b, attrs)
 				if sum != nil && r.Track == "video" {

@@ -102,6 +102,10 @@ type Ref struct {
 	// Tag names where the URI was found (EXT-X-MAP, SegmentTemplate@media):
 	// for logs and errors.
 	Tag string
+	// Start is the byte offset in the manifest at which the URI's text
+	// begins (after an HLS attribute's opening quote). In HLS the URI is
+	// the manifest's bytes from there on; in an MPD they may be escaped.
+	Start int
 }
 
 // ErrNotManifest is returned when a body is not of the kind it was said to
@@ -147,7 +151,14 @@ type Edit struct {
 
 // RewriteEdits is Rewrite, with each URI's replacement given as an Edit.
 func RewriteEdits(kind Kind, body []byte, fn func(Ref) (Edit, bool)) ([]byte, error) {
-	w := writer{body: body, fn: fn}
+	return AppendEdits(nil, kind, body, fn)
+}
+
+// AppendEdits is RewriteEdits writing the rewritten manifest into dst's
+// array (dst[:0]) while it has room, so that a caller can reuse one
+// buffer for many manifests. When fn changes nothing, it returns body.
+func AppendEdits(dst []byte, kind Kind, body []byte, fn func(Ref) (Edit, bool)) ([]byte, error) {
+	w := writer{body: body, fn: fn, out: dst[:0]}
 	var err error
 	switch kind {
 	case HLS:
@@ -160,7 +171,7 @@ func RewriteEdits(kind Kind, body []byte, fn func(Ref) (Edit, bool)) ([]byte, er
 	if err != nil {
 		return nil, err
 	}
-	if w.out == nil {
+	if !w.edited {
 		return body, nil
 	}
 	return append(w.out, body[w.last:]...), nil
@@ -192,7 +203,12 @@ type writer struct {
 	body []byte
 	fn   func(Ref) (Edit, bool)
 	out  []byte
-	last int // body[:last] is already in out (or unchanged)
+	// edited is set once out holds a change: until then out is empty.
+	edited bool
+	last   int // body[:last] is already in out (or unchanged)
+	// text is body as a string, made at the first URI: the URIs handed
+	// to fn are its substrings, not one allocation each.
+	text string
 	// checked is the last Insert found fit for an HLS span: URIs that
 	// share one are checked once.
 	checked string
@@ -202,6 +218,7 @@ func (w *writer) ref(start, end int, r Ref, how span) error {
 	if w.fn == nil {
 		return nil
 	}
+	r.Start = start
 	e, ok := w.fn(r)
 	if !ok || start < w.last || end > len(w.body) {
 		return nil
@@ -228,11 +245,14 @@ func (w *writer) ref(start, end int, r Ref, how span) error {
 		}
 		w.checked = e.Insert
 	}
-	if w.out == nil {
+	if !w.edited {
+		w.edited = true
 		// Room for a token on every URI of a playlist of short lines
 		// (where a token more than doubles a line) without regrowing, up
 		// to a few MiB more than the manifest.
-		w.out = make([]byte, 0, len(w.body)+min(2*len(w.body), 4<<20)+64)
+		if want := len(w.body) + min(2*len(w.body), 4<<20) + 64; cap(w.out) < want {
+			w.out = make([]byte, 0, want)
+		}
 	}
 	w.out = append(w.out, w.body[w.last:start]...)
 	if how == spanXML {
@@ -243,6 +263,18 @@ func (w *writer) ref(start, end int, r Ref, how span) error {
 	}
 	w.last = end
 	return nil
+}
+
+// uri is body[start:end] as a string for a Ref: a substring of one copy
+// of the body while the URIs go to fn, and "" when there is no fn.
+func (w *writer) uri(start, end int) string {
+	if w.fn == nil {
+		return ""
+	}
+	if w.text == "" {
+		w.text = string(w.body)
+	}
+	return w.text[start:end]
 }
 
 // hasAny reports whether s holds any of the bytes a, b, c (cheaper than
