@@ -229,7 +229,9 @@ func denialStorm(targets []*target) {
 	for _, t := range targets[1:] {
 		for u := range stormUsers {
 			for range 3 {
-				t.get("/storm/index.m3u8", "storm-"+strconv.Itoa(u), "")
+				// Started, and confirmed by a segment (confirm_within).
+				user := "storm-" + strconv.Itoa(u)
+				t.get("/storm/seg.ts", user, t.get("/storm/index.m3u8", user, ""))
 			}
 		}
 	}

@@ -65,10 +65,21 @@ const browser = await chromium.launch({
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// The browser's own User-Agent, which each screen extends with its name:
+// screens are devices, and the limiter tells devices apart by address and
+// User-Agent (every screen here has the same address).
+const browserUA = await (async () => {
+	const page = await browser.newPage();
+	const ua = await page.evaluate(() => navigator.userAgent);
+	await page.close();
+	return ua;
+})();
+
 // open starts one screen: a browser context of its own (a device, with its
-// own cache) on one player page, logging every response it gets.
-async function open(base, c, user) {
-	const context = await browser.newContext();
+// own cache and User-Agent) on one player page, logging every response it
+// gets.
+async function open(base, c, user, device) {
+	const context = await browser.newContext({ userAgent: `${browserUA} device/${device}` });
 	const screen = { context, origin: new URL(base).origin, log: [], pageErrors: [], t0: Date.now() };
 	const at = () => Date.now() - screen.t0;
 	context.on('response', (r) => screen.log.push({ ms: at(), status: r.status(), url: r.url() }));
@@ -183,7 +194,7 @@ async function runCase(c) {
 // it plays, a second one of the same user is refused at its start, and the
 // first plays on.
 async function playAndRefuse(c, user, screens, { problems, notes }) {
-	const first = (screens.first = await open(mainURL, c, user));
+	const first = (screens.first = await open(mainURL, c, user, 'first'));
 	let s = await playedTo(first, 0.1);
 	notes.push(`first playback started ${Date.now() - first.t0} ms after its page opened`);
 
@@ -191,7 +202,7 @@ async function playAndRefuse(c, user, screens, { problems, notes }) {
 	let seen;
 	let secondGaveUp = null; // the first's time when the second reported its error
 	try {
-		const second = (screens.second = await open(mainURL, c, user));
+		const second = (screens.second = await open(mainURL, c, user, 'second'));
 		const playBy = Date.now() + playMs + startMs;
 		for (;;) {
 			s = await state(first);
@@ -237,7 +248,7 @@ async function playAndRefuse(c, user, screens, { problems, notes }) {
 // itself, on the site whose small max_buffer bounds how long the media it
 // was served holds the slot.
 async function stopAndFree(c, user, screens, { problems, notes }) {
-	const stopped = (screens.stopped = await open(stopURL, c, user));
+	const stopped = (screens.stopped = await open(stopURL, c, user, 'stopped'));
 	const s = await playedTo(stopped, 2);
 	const before = await listed(stopURL, user);
 	if (before.length !== 1) problems.push(`before it stopped, the user's streams are [${before.join(', ')}]`);

@@ -69,12 +69,26 @@ var handlerOptions = map[string]option[Handler]{
 	"limit":          textOption("", func(h *Handler) *string { return (*string)(&h.Limit) }),
 	"lease":          durationOption("", func(h *Handler) *caddy.Duration { return &h.Lease }),
 	"max_buffer":     durationOption("", func(h *Handler) *caddy.Duration { return &h.MaxBuffer }),
-	"status":         numberOption("", func(h *Handler) *int { return &h.Status }),
-	"dry_run":        flagOption("", func(h *Handler) *bool { return &h.DryRun }),
-	"path_token":     flagOption("", func(h *Handler) *bool { return &h.PathToken }),
-	"log_user":       flagOption("", func(h *Handler) *bool { return &h.LogUser }),
-	"rewrite_hosts":  listOption("", func(h *Handler) *[]string { return &h.RewriteHosts }),
-	"client":         textOption("", func(h *Handler) *string { return &h.Client }),
+	"confirm_within": func(h *Handler, d *caddyfile.Dispenser) error {
+		name := d.Val()
+		v, err := oneValue(d, "")
+		if err != nil || v == "off" {
+			h.ConfirmWithin = -1
+			return err
+		}
+		dur, err := caddy.ParseDuration(v)
+		if err != nil || dur <= 0 {
+			return d.Errf("%s: want a positive duration or off, got %q", name, v)
+		}
+		h.ConfirmWithin = caddy.Duration(dur)
+		return nil
+	},
+	"status":        numberOption("", func(h *Handler) *int { return &h.Status }),
+	"dry_run":       flagOption("", func(h *Handler) *bool { return &h.DryRun }),
+	"path_token":    flagOption("", func(h *Handler) *bool { return &h.PathToken }),
+	"log_user":      flagOption("", func(h *Handler) *bool { return &h.LogUser }),
+	"rewrite_hosts": listOption("", func(h *Handler) *[]string { return &h.RewriteHosts }),
+	"client":        textOption("", func(h *Handler) *string { return &h.Client }),
 	"store": func(h *Handler, d *caddyfile.Dispenser) error {
 		if !d.NextArg() {
 			return d.Errf("store: want a store name (%s)", strings.Join(storeNames(), " or "))

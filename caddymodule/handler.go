@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	pathpkg "path"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/streamlimit/caddy-streamlimit/lease"
+	"github.com/streamlimit/caddy-streamlimit/manifest"
 )
 
 func init() {
@@ -37,6 +39,10 @@ const (
 	// its grace: ten minutes, more than any stock player buffers, and
 	// little enough that a download does not hold a slot for hours.
 	DefaultMaxBuffer = 10 * time.Minute
+	// DefaultConfirmWithin is how long a start holds its slot before media
+	// confirms it: stock players ask for their first segment within a
+	// second or two of the manifest, on a slow network within a few.
+	DefaultConfirmWithin = 10 * time.Second
 	// MinLease keeps renewals (a third of the lease) from hammering the store.
 	MinLease = time.Second
 )
@@ -84,6 +90,19 @@ type Handler struct {
 	// keeps its slot, and a stopped one loses it when its media would
 	// have run out, plus Lease. Default: 10m.
 	MaxBuffer caddy.Duration `json:"max_buffer,omitempty"`
+
+	// ConfirmWithin, in session mode, is how long a stream that has just
+	// started holds its slot before media confirms that it plays: a
+	// response of the origin with status 2xx or 304 to a request of the
+	// stream that is not a manifest, with a media Content-Type (video/*,
+	// audio/*, application/mp4, application/octet-stream or none). A start
+	// never followed by one (a browser's favicon, a player's probe it
+	// abandons) frees its slot then; one whose requests the origin has
+	// answered with nothing but an error (a 404 for a mistyped URL) frees
+	// it at once. The instance that admitted the stream keeps it
+	// unconfirmed; another that serves it renews it as any stream.
+	// Default: 10s; negative (Caddyfile: off) turns it off.
+	ConfirmWithin caddy.Duration `json:"confirm_within,omitempty"`
 	// Zone names the pool of slots: handlers with the same zone share counts.
 	// Default: "default".
 	Zone string `json:"zone,omitempty"`
@@ -191,6 +210,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxBuffer == 0 {
 		h.MaxBuffer = caddy.Duration(DefaultMaxBuffer)
 	}
+	if h.ConfirmWithin == 0 {
+		h.ConfirmWithin = caddy.Duration(DefaultConfirmWithin)
+	}
 	if h.OnLimit == "" {
 		h.OnLimit = OnLimitDeny
 	}
@@ -289,6 +311,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("lease: %v is longer than the maximum %v", time.Duration(h.Lease), lease.MaxTTL)
 	case h.MaxBuffer < 0 || time.Duration(h.Lease+h.MaxBuffer) > lease.MaxTTL:
 		return fmt.Errorf("max_buffer: %v with lease %v is outside 0 to %v", time.Duration(h.MaxBuffer), time.Duration(h.Lease), lease.MaxTTL)
+	case h.ConfirmWithin > 0 && time.Duration(h.ConfirmWithin) < MinLease:
+		return fmt.Errorf("confirm_within: %v is shorter than the minimum %v", time.Duration(h.ConfirmWithin), MinLease)
 	case h.PathToken && h.Mode != ModeSession:
 		return fmt.Errorf("path_token: needs mode %s (in mode %s a stream is one request, with nothing to carry)", ModeSession, h.Mode)
 	case h.Status < 400 || h.Status > 599:
@@ -322,6 +346,16 @@ func (h *Handler) Cleanup() error {
 
 func (h *Handler) session() bool      { return h.Mode == ModeSession }
 func (h *Handler) ttl() time.Duration { return time.Duration(h.Lease) }
+
+// confirmWithin is how long a start holds its slot unconfirmed, or 0 when
+// starts need no confirmation: off, in connection mode (a stream is its
+// request), or when the lease is no longer.
+func (h *Handler) confirmWithin() time.Duration {
+	if !h.session() || h.ConfirmWithin <= 0 || time.Duration(h.ConfirmWithin) >= h.ttl() {
+		return 0
+	}
+	return time.Duration(h.ConfirmWithin)
+}
 
 // terms are what this handler holds a stream it serves to.
 func (h *Handler) terms(limit int) streamTerms {
@@ -419,14 +453,21 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	tokens := h.PathToken && h.session()
 	var again reopenKey
 	if tokens && r.Method == http.MethodGet {
-		// The same client opening the same title again (a probe, then the
-		// playback) continues the stream it started.
+		// The same client opening the same title again is the same screen:
+		// at once (a player's second open, a probe then the playback) it
+		// continues the stream it started; later (a reload, a player
+		// starting over after an error) it takes that stream's slot, and
+		// the stream, should anything still fetch it, is refused (409
+		// stream_replaced).
 		again = reopenKeyOf(r, key.User, h.Client)
 		if id, ok := h.zone.reopens.recall(again); ok {
 			ref := streamRef{key, id}
 			if ls := h.zone.lookup(ref); ls != nil && ls.held() {
 				if _, revoked := ls.fresh(h.ttl()); !revoked {
-					return h.answerStart(w, r, next, secret, ref, limit, false)
+					if ls.age() < reopenGrace {
+						return h.answerStart(w, r, next, secret, ref, limit, false)
+					}
+					h.replace(r, ls)
 				}
 			}
 		}
@@ -442,8 +483,14 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	if h.DryRun {
 		policy = lease.Deny // a dry run evicts nobody
 	}
+	// A start that media must confirm holds its slot for that window only
+	// until then (confirm_within).
+	ttl, window := h.ttl(), h.confirmWithin()
+	if window > 0 {
+		ttl = window
+	}
 	ctx, cancel := h.storeContext(r)
-	d, err := h.zone.store.Acquire(ctx, lease.AcquireRequest{Key: key, ID: ref.id, Limit: limit, TTL: h.ttl(), Policy: policy})
+	d, err := h.zone.store.Acquire(ctx, lease.AcquireRequest{Key: key, ID: ref.id, Limit: limit, TTL: ttl, Policy: policy})
 	cancel()
 	if err != nil {
 		return h.storeFailed(w, r, next, ref, limit, err)
@@ -457,11 +504,44 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.atLimit(w, r, next, d)
 	}
 	h.zone.recordAdmitted(ref)
+	if window > 0 {
+		ls, _, _ := h.zone.enter(ref, h.terms(limit), true, nil)
+		ls.awaitPlayback(window)
+	}
 	if tokens && r.Method == http.MethodGet {
-		h.zone.reopens.remember(again, ref.id, h.ttl())
+		// Remembered while the stream lives here (the sweep forgets it
+		// with the stream), so that a reload an hour in takes it over.
+		h.zone.reopens.remember(again, ref.id, lease.MaxTTL)
 		return h.answerStart(w, r, next, secret, ref, limit, true)
 	}
 	return h.serve(w, r, next, ref, limit, true)
+}
+
+// reopenGrace is how soon after a stream's start the same client opening
+// its title again continues that stream, rather than taking it over: the
+// two opens of one playback (mpv; streamlink's probe, then its play).
+const reopenGrace = 2 * time.Second
+
+// replace ends a stream that its client has started again: its slot goes
+// (it is revoked, as a close does, so that anything still fetching it gets
+// 409 stream_replaced), and the new start takes a slot as any does. Should
+// the store fail, the old stream stays and the new start is held to the
+// limit.
+func (h *Handler) replace(r *http.Request, ls *localStream) {
+	var err error
+	ls.end(func() {
+		ctx, cancel := h.storeContext(r)
+		err = h.zone.store.Revoke(ctx, ls.ref.key, ls.ref.id, lease.TombstoneTTL(h.ttl()))
+		cancel()
+	})
+	if err != nil && !errors.Is(err, lease.ErrNotFound) {
+		ls.resume()
+		h.logger.Warn("replacing a restarted stream failed; it holds its slot until it lapses",
+			zap.String("zone", h.Zone), zap.String("stream_id", ls.ref.id), zap.Error(err))
+		return
+	}
+	h.zone.markRevokedAs(ls.ref, h.ttl(), "stream_replaced")
+	h.zone.recordEnded(ls.ref, causeReplaced)
 }
 
 // answerStart answers a GET that starts a path_token stream, or opens it
@@ -488,7 +568,7 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 	if ls != nil {
 		fresh, revoked := ls.fresh(h.ttl())
 		if revoked {
-			return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
+			return h.refuse(w, r, http.StatusConflict, errorBody{Error: ls.revokedAs()})
 		}
 		if fresh {
 			return h.serve(w, r, next, ref, limit, false)
@@ -554,7 +634,7 @@ func (h *Handler) renewed(w http.ResponseWriter, r *http.Request, next caddyhttp
 // serve passes an admitted request on, keeping its stream's lease alive
 // while it is in flight and cutting it if the stream is revoked meanwhile.
 // In connection mode the stream ends with the request.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, confirmed bool) error {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, limit int, confirmed bool) (err error) {
 	// A request of the stream's media gets a context that a revocation
 	// cancels, cutting it. A manifest, under path_token, carries no media
 	// and is answered whole once rewritten: it is not cut (the stream's
@@ -571,13 +651,25 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		if cancel != nil {
 			cancel(nil)
 		}
-		return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
+		return h.refuse(w, r, http.StatusConflict, errorBody{Error: ls.revokedAs()})
+	}
+	var aw *answerWriter
+	if ls.unconfirmed() {
+		// Media confirms the start; errors alone end it (confirm_within).
+		t, _ := caddyhttp.GetVar(r.Context(), tokenVar).(*pathToken)
+		aw = &answerWriter{ResponseWriter: w, ls: ls, path: r.URL.Path, segment: t != nil && t.scope != scopeFile}
+		w = aw
 	}
 	defer func() {
 		// Deferred so that it runs when reverse_proxy aborts with a panic.
 		ls.leave(req)
 		if cancel != nil {
 			cancel(nil)
+		}
+		if aw != nil {
+			if aw.failedWith(err); aw.failed {
+				ls.end(func() { h.zone.releaseFor(ref, causeNotPlayed) })
+			}
 		}
 		if !h.session() {
 			if h.zone.storeTimeout > 0 {
@@ -616,6 +708,81 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return err
 	}
 	return h.serveRewriting(w, r, next, ls)
+}
+
+// answerWriter tells an unconfirmed stream how the origin answered one of
+// its requests, when the response's header is written: media (a long
+// download too) confirms it at once.
+type answerWriter struct {
+	http.ResponseWriter
+	ls      *localStream
+	path    string
+	segment bool // the request carried a token for a manifest's segments
+	told    bool
+	failed  bool // the stream got nothing but errors: its slot goes after this response
+}
+
+func (w *answerWriter) WriteHeader(code int) {
+	if !w.told && code >= 200 {
+		w.told = true
+		_, w.failed = w.ls.answered(code, isMedia(w.path, w.Header().Get("Content-Type"), w.segment))
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *answerWriter) Write(b []byte) (int, error) {
+	if !w.told {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.NewResponseController reach the writer underneath.
+func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// failedWith tells the stream of an error the handlers after this one
+// returned instead of writing a response (reverse_proxy's 502 when the
+// origin cannot be reached).
+func (w *answerWriter) failedWith(err error) {
+	if w.told || err == nil {
+		return
+	}
+	status := http.StatusInternalServerError
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) && he.StatusCode != 0 {
+		status = he.StatusCode
+	}
+	w.told = true
+	_, w.failed = w.ls.answered(status, false)
+}
+
+// isMedia reports whether a response is media that confirms a playback:
+// not a manifest; a segment a manifest of the stream listed (its token
+// says so), a file named as media is, or of a media type (or none, as an
+// origin may serve segments). The name counts because the type may not:
+// a file server that takes its types from Debian's /etc/mime.types serves
+// .ts as text/vnd.trolltech.linguist.
+func isMedia(path, contentType string, segment bool) bool {
+	if isManifest(path) || manifest.Detect(contentType, path) != manifest.None {
+		return false
+	}
+	if segment || mediaExtensions[strings.ToLower(pathpkg.Ext(path))] {
+		return true
+	}
+	ct, _, _ := strings.Cut(strings.ToLower(contentType), ";")
+	ct = strings.TrimSpace(ct)
+	switch {
+	case ct == "", strings.HasPrefix(ct, "video/"), strings.HasPrefix(ct, "audio/"),
+		ct == "application/mp4", ct == "application/octet-stream", ct == "binary/octet-stream":
+		return true
+	}
+	return false
+}
+
+// mediaExtensions are the names of media files, segments and whole.
+var mediaExtensions = map[string]bool{
+	".ts": true, ".m4s": true, ".mp4": true, ".m4v": true, ".m4a": true, ".aac": true, ".ac3": true, ".ec3": true,
+	".mp3": true, ".cmfv": true, ".cmfa": true, ".webm": true, ".mkv": true, ".mov": true, ".fmp4": true,
 }
 
 // statusWriter notes the status of the response it passes on.

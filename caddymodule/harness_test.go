@@ -19,6 +19,7 @@ import (
 
 	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
 	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
+	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
 
 // The end-to-end tests run a real Caddy in this process, in front of a real
@@ -306,4 +307,18 @@ func advance(t testing.TB, d time.Duration) {
 		t.Cleanup(func() { clockOffset.Store(0) })
 	}
 	clockOffset.Add(int64(d))
+}
+
+// onEachStore runs f as a subtest on the memory store and on a real
+// redis-server, with the store block of a stream_limit that uses it.
+func onEachStore(t *testing.T, f func(t *testing.T, store, storeBlock string)) {
+	for _, store := range []string{"memory", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			block := "store memory"
+			if store == "redis" {
+				block = fmt.Sprintf("store redis {\n\t\t\t\taddress %s\n\t\t\t}", redistest.Start(t).Addr)
+			}
+			f(t, store, block)
+		})
+	}
 }

@@ -18,6 +18,11 @@ const (
 	causeExpiry        = "expiry"
 	causeKick          = "kick"
 	causeEviction      = "eviction"
+	// causeNotPlayed: a start the origin answered with errors only
+	// (confirm_within).
+	causeNotPlayed = "not_played"
+	// causeReplaced: its client started the title again.
+	causeReplaced = "replaced"
 )
 
 // metrics are created once and registered in every config's registry: each

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
-	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 	"github.com/streamlimit/caddy-streamlimit/internal/testmedia"
 )
 
@@ -27,74 +27,68 @@ const titleLength = 90 * time.Second
 // stores; on Redis, Redis's own clock sets the expiry checked.
 func TestLeaseFollowsPlayback(t *testing.T) {
 	const grace = 6 * time.Second
-	for _, store := range []string{"memory", "redis"} {
-		t.Run(store, func(t *testing.T) {
-			storeBlock := "store memory"
-			if store == "redis" {
-				storeBlock = fmt.Sprintf("store redis {\n\t\t\t\taddress %s\n\t\t\t}", redistest.Start(t).Addr)
-			}
-			p := mediaSite(t, fmt.Sprintf("lease %v\n\t\t\t%s", grace, storeBlock))
-			users := map[string]string{}
-			// When each layout's fetch began and ended: its lease must run
-			// to the title's end counted from then, plus the grace.
-			began, ended := map[string]time.Time{}, map[string]time.Time{}
-			for _, layout := range testmedia.Layouts {
-				user := "coaster-" + layout
-				users[layout] = user
-				began[layout] = now()
-				fetchTitle(t, p, layout, user)
-				ended[layout] = now()
-			}
-			// The keepalive carries the lease within a renewal interval of
-			// the last segment.
-			deadline := time.Now().Add(3 * grace)
-			var latest time.Time // the last lease to run out
-			earliest := ended[testmedia.Layouts[0]]
-			for layout, user := range users {
-				for {
-					left, n := leaseLeft(p, user)
-					if n != 1 {
-						t.Fatalf("%s: %d streams, want 1", layout, n)
+	onEachStore(t, func(t *testing.T, store, storeBlock string) {
+		p := mediaSite(t, fmt.Sprintf("lease %v\n\t\t\t%s", grace, storeBlock))
+		users := map[string]string{}
+		// When each layout's fetch began and ended: its lease must run
+		// to the title's end counted from then, plus the grace.
+		began, ended := map[string]time.Time{}, map[string]time.Time{}
+		for _, layout := range testmedia.Layouts {
+			user := "coaster-" + layout
+			users[layout] = user
+			began[layout] = now()
+			fetchTitle(t, p, layout, user)
+			ended[layout] = now()
+		}
+		// The keepalive carries the lease within a renewal interval of
+		// the last segment.
+		deadline := time.Now().Add(3 * grace)
+		var latest time.Time // the last lease to run out
+		earliest := ended[testmedia.Layouts[0]]
+		for layout, user := range users {
+			for {
+				left, n := leaseLeft(p, user)
+				if n != 1 {
+					t.Fatalf("%s: %d streams, want 1", layout, n)
+				}
+				if expires := now().Add(left); expires.Sub(ended[layout]) > titleLength/2 || time.Now().After(deadline) {
+					// The title's media from when it was fetched, plus the
+					// grace; audio counted once. (ffmpeg reads the first
+					// segments of every rendition to choose one: a few
+					// seconds more, as an ABR switch adds.)
+					if expires.Before(began[layout].Add(titleLength+grace-2*time.Second)) || expires.After(ended[layout].Add(titleLength+grace+8*time.Second)) {
+						t.Fatalf("%s: the lease runs to %v after the fetch began (it took %v), want about %v (the media) + %v",
+							layout, expires.Sub(began[layout]).Round(time.Millisecond), ended[layout].Sub(began[layout]).Round(time.Millisecond), titleLength, grace)
 					}
-					if expires := now().Add(left); expires.Sub(ended[layout]) > titleLength/2 || time.Now().After(deadline) {
-						// The title's media from when it was fetched, plus the
-						// grace; audio counted once. (ffmpeg reads the first
-						// segments of every rendition to choose one: a few
-						// seconds more, as an ABR switch adds.)
-						if expires.Before(began[layout].Add(titleLength+grace-2*time.Second)) || expires.After(ended[layout].Add(titleLength+grace+8*time.Second)) {
-							t.Fatalf("%s: the lease runs to %v after the fetch began (it took %v), want about %v (the media) + %v",
-								layout, expires.Sub(began[layout]).Round(time.Millisecond), ended[layout].Sub(began[layout]).Round(time.Millisecond), titleLength, grace)
-						}
-						if expires.After(latest) {
-							latest = expires
-						}
-						break
+					if expires.After(latest) {
+						latest = expires
 					}
-					time.Sleep(100 * time.Millisecond)
+					break
 				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			if store != "memory" {
-				return
+		}
+		if store != "memory" {
+			return
+		}
+		// 80 s after the first title was fetched (on a loaded machine
+		// the fetches themselves may take a while): every title still
+		// plays.
+		if wait := earliest.Add(80 * time.Second).Sub(now()); wait > 0 {
+			advance(t, wait)
+		}
+		for layout, user := range users {
+			if n := admittedFor(p, user); n != 1 {
+				t.Fatalf("%s: 80 s into a 90 s title with nothing fetched since, %d streams, want 1", layout, n)
 			}
-			// 80 s after the first title was fetched (on a loaded machine
-			// the fetches themselves may take a while): every title still
-			// plays.
-			if wait := earliest.Add(80 * time.Second).Sub(now()); wait > 0 {
-				advance(t, wait)
+		}
+		advance(t, latest.Sub(now())+time.Second)
+		for layout, user := range users {
+			if n := admittedFor(p, user); n != 0 {
+				t.Fatalf("%s: after the title and the grace, %d streams, want 0", layout, n)
 			}
-			for layout, user := range users {
-				if n := admittedFor(p, user); n != 1 {
-					t.Fatalf("%s: 80 s into a 90 s title with nothing fetched since, %d streams, want 1", layout, n)
-				}
-			}
-			advance(t, latest.Sub(now())+time.Second)
-			for layout, user := range users {
-				if n := admittedFor(p, user); n != 0 {
-					t.Fatalf("%s: after the title and the grace, %d streams, want 0", layout, n)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // TestMaxBufferCapsTheLease: a download of the whole title holds its slot
@@ -168,16 +162,21 @@ func TestBurstOfSegmentsCostsFewStoreCalls(t *testing.T) {
 func mediaSite(t *testing.T, options string) *proxy {
 	t.Helper()
 	needFFmpeg(t)
-	origin := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
+	return mediaSiteWith(t, origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t))).Addr, options)
+}
+
+// mediaSiteWith is mediaSite in front of another origin.
+func mediaSiteWith(t *testing.T, origin, options string) *proxy {
+	t.Helper()
 	return startCaddy(t, `
 	route /* {
 		stream_limit {
 			mode session
 			path_token
 			list_path /streams
-			`+options+`
+			`+strings.ReplaceAll(options, "\n", "\n\t\t\t")+`
 		}
-		reverse_proxy `+origin.Addr+`
+		reverse_proxy `+origin+`
 	}`)
 }
 

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -38,8 +39,22 @@ type localStream struct {
 	// prefixes are tokenized prefixes of the manifests rewritten for the
 	// stream here, by client directory, directory and extra: a live
 	// playlist read again every few seconds reuses them (rewrite.go).
-	prefixes  map[streamPrefix]string
-	revoked   bool // closed, kicked or evicted: refuse it, cut it
+	prefixes map[streamPrefix]string
+	// window, for a stream admitted here under confirm_within, is how long
+	// it holds its slot at a time until media confirms that it plays
+	// (playing); confirmBy is when the current window ends. served is set
+	// once the origin has answered one of its requests with a success: a
+	// stream that got nothing but errors frees at once. renewNow asks the
+	// keepalive to carry a newly confirmed stream's lease a whole lease
+	// ahead.
+	window    time.Duration
+	confirmBy time.Time
+	playing   bool
+	served    bool
+	renewNow  bool
+	revoked   bool   // closed, kicked, evicted or replaced: refuse it, cut it
+	reason    string // the error a revoked stream's requests get; "" for stream_revoked
+	born      time.Time
 	ended     bool // its connection ended or it was closed: renew nothing more
 	keepalive *time.Timer
 	// failedAt and failure are the last renewal that could not reach the
@@ -120,7 +135,7 @@ func (z *zone) enter(ref streamRef, terms streamTerms, confirmed bool, cancel co
 	defer z.mu.Unlock()
 	ls = z.streams[ref]
 	if ls == nil {
-		ls = &localStream{ref: ref, zone: z, requests: make(map[*liveRequest]struct{})}
+		ls = &localStream{ref: ref, zone: z, requests: make(map[*liveRequest]struct{}), born: now()}
 		z.streams[ref] = ls
 	}
 	ls.mu.Lock()
@@ -225,6 +240,9 @@ func (ls *localStream) fresh(ttl time.Duration) (fresh, revoked bool) {
 	}
 	ttl = min(ttl, ls.terms.ttl)
 	t := now()
+	if !t.Before(ls.storeUntil) {
+		return false, ls.revoked // the lease lapsed (an unconfirmed stream's window ended)
+	}
 	since := t.Sub(ls.confirmed)
 	return since < renewEvery(ttl) || (since < ttl && ls.storeUntil.Sub(t) > 2*renewEvery(ttl)), ls.revoked
 }
@@ -248,7 +266,11 @@ func (ls *localStream) confirm(ttl time.Duration) {
 func (ls *localStream) confirmLocked(ttl time.Duration) {
 	t := now()
 	ls.confirmed = t
-	if until := t.Add(ttl); until.After(ls.storeUntil) {
+	until := t.Add(ttl)
+	if ls.unconfirmedLocked() && until.After(ls.confirmBy) {
+		until = ls.confirmBy // held for its window only (leaseTTL)
+	}
+	if until.After(ls.storeUntil) {
 		ls.storeUntil = until
 	}
 }
@@ -262,8 +284,64 @@ func (ls *localStream) leaseTTL() time.Duration {
 }
 
 func (ls *localStream) leaseTTLLocked() time.Duration {
-	ahead := min(max(ls.mediaEnd.Sub(now()), 0), ls.terms.maxBuffer)
-	return (ls.terms.ttl + ahead).Round(time.Millisecond)
+	t := now()
+	ahead := min(max(ls.mediaEnd.Sub(t), 0), ls.terms.maxBuffer)
+	ttl := ls.terms.ttl + ahead
+	if ls.unconfirmedLocked() {
+		// Held for the rest of its window only; a request after the window
+		// (the client came back) opens another.
+		if !t.Before(ls.confirmBy) {
+			ls.confirmBy = t.Add(ls.window)
+		}
+		ttl = min(ttl, ls.confirmBy.Sub(t))
+	}
+	return ttl.Round(time.Millisecond)
+}
+
+// awaitPlayback makes a stream just admitted, whose lease the store holds
+// for window, wait for media to confirm it (confirm_within).
+func (ls *localStream) awaitPlayback(window time.Duration) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.playing {
+		return
+	}
+	t := now()
+	ls.window, ls.confirmBy, ls.storeUntil = window, t.Add(window), t.Add(window)
+}
+
+func (ls *localStream) unconfirmedLocked() bool { return ls.window > 0 && !ls.playing }
+
+// unconfirmed reports whether the stream still waits for media here.
+func (ls *localStream) unconfirmed() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.unconfirmedLocked()
+}
+
+// answered records the origin's answer to a request of an unconfirmed
+// stream: its status, and whether it was media. It reports whether that
+// confirmed the stream (its lease is then carried a whole lease ahead, at
+// once, beside the response), and whether the stream got nothing but
+// errors so far, so that its slot should go now.
+func (ls *localStream) answered(status int, media bool) (confirmed, failed bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if !ls.unconfirmedLocked() {
+		return false, false
+	}
+	ok := status >= 200 && status < 300 || status == http.StatusNotModified
+	ls.served = ls.served || ok
+	if !ok || !media {
+		return false, status >= 400 && !ls.served
+	}
+	ls.playing, ls.renewNow = true, true
+	if ls.keepalive != nil {
+		ls.keepalive.Reset(0)
+	} else if !ls.ended && !ls.revoked {
+		ls.keepalive = time.AfterFunc(0, ls.keepAlive)
+	}
+	return true, false
 }
 
 // played records that a segment holding d of media was served: the
@@ -414,12 +492,18 @@ func (ls *localStream) keepAlive() {
 		ls.mu.Unlock()
 		return
 	}
-	if len(ls.requests) == 0 && !ls.behind() {
+	if ls.unconfirmedLocked() && !now().Before(ls.confirmBy) {
+		// Its window is over and no media confirmed it: its lease lapses.
+		ls.keepalive = nil
+		ls.mu.Unlock()
+		return
+	}
+	if len(ls.requests) == 0 && !ls.behind() && !ls.renewNow {
 		ls.keepalive = nil // nothing to keep alive; the next request restarts it
 		ls.mu.Unlock()
 		return
 	}
-	if len(ls.requests) == 0 && !ls.farBehind() && ls.storeUntil.Sub(now()) > ls.terms.ttl+time.Second {
+	if len(ls.requests) == 0 && !ls.farBehind() && !ls.renewNow && ls.storeUntil.Sub(now()) > ls.terms.ttl+time.Second {
 		// Media to carry, but not yet due: a request of the stream may
 		// carry it first.
 		ls.keepalive.Reset(ls.flushIn())
@@ -443,7 +527,10 @@ func (ls *localStream) keepAlive() {
 	}
 	switch {
 	case err == nil:
-		ls.confirm(ttl)
+		ls.mu.Lock()
+		ls.renewNow = false
+		ls.confirmLocked(ttl)
+		ls.mu.Unlock()
 	case errors.Is(err, lease.ErrRevoked):
 		logger.Info("live stream revoked; cutting it", zap.String("zone", z.name), zap.String("stream_id", ls.ref.id))
 		ls.stopKeepalive()
@@ -467,7 +554,7 @@ func (ls *localStream) keepAlive() {
 	ls.mu.Lock()
 	switch {
 	case ls.keepalive == nil:
-	case len(ls.requests) > 0 || (err != nil && ls.behind()):
+	case len(ls.requests) > 0 || (err != nil && (ls.behind() || ls.renewNow)):
 		ls.keepalive.Reset(renewEvery(terms.ttl))
 	default:
 		ls.keepalive = nil // the lease covers the media served; nothing is in flight
@@ -505,7 +592,11 @@ const maxLocalRevoked = 10_000
 // markRevoked cuts a stream's requests in this process and remembers that
 // it is revoked, so that its next request is refused without asking the
 // store.
-func (z *zone) markRevoked(ref streamRef, ttl time.Duration) {
+func (z *zone) markRevoked(ref streamRef, ttl time.Duration) { z.markRevokedAs(ref, ttl, "") }
+
+// markRevokedAs is markRevoked, with the error its requests get here
+// ("" for stream_revoked).
+func (z *zone) markRevokedAs(ref streamRef, ttl time.Duration, reason string) {
 	z.mu.Lock()
 	ls := z.streams[ref]
 	if ls == nil {
@@ -527,5 +618,25 @@ func (z *zone) markRevoked(ref streamRef, ttl time.Duration) {
 		}
 	}
 	z.mu.Unlock()
+	ls.mu.Lock()
+	ls.reason = reason
+	ls.mu.Unlock()
 	ls.markRevoked()
+}
+
+// revokedAs is the error a revoked stream's requests get.
+func (ls *localStream) revokedAs() string {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.reason != "" {
+		return ls.reason
+	}
+	return "stream_revoked"
+}
+
+// age is how long ago the stream was first seen here.
+func (ls *localStream) age() time.Duration {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return now().Sub(ls.born)
 }

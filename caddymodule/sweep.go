@@ -39,7 +39,9 @@ func (z *zone) forgetIdleEvery(interval time.Duration) {
 				}
 			}
 			z.mu.Unlock()
-			z.reopens.forgetExpired(now)
+			z.reopens.forget(now, func(user, id string) bool {
+				return z.lookup(streamRef{lease.Key{Zone: z.name, User: user}, id}) == nil
+			})
 			metrics.active.WithLabelValues(z.name).Set(float64(active))
 		}
 	}

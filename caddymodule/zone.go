@@ -177,13 +177,16 @@ func (z *zone) renew(ctx context.Context, ref streamRef, ttl time.Duration, limi
 }
 
 // release frees a stream's slot in the store and forgets it here.
-func (z *zone) release(ref streamRef) {
+func (z *zone) release(ref streamRef) { z.releaseFor(ref, causeConnectionEnd) }
+
+// releaseFor frees a stream's slot now, for cause.
+func (z *zone) releaseFor(ref streamRef, cause string) {
 	z.forget(ref)
 	ctx, cancel := z.callContext(context.Background())
 	defer cancel()
 	err := z.store.Release(ctx, ref.key, ref.id)
 	if err == nil {
-		z.recordEnded(ref, causeConnectionEnd)
+		z.recordEnded(ref, cause)
 	}
 	if err != nil && !errors.Is(err, lease.ErrNotFound) {
 		// The lease lapses by itself within the lease duration.
