@@ -62,7 +62,7 @@ func TestAdaptAllOptions(t *testing.T) {
 	}
 	if !h.DryRun || !h.PathToken || h.Secret != "{env.STREAM_LIMIT_SECRET}" || h.Mode != ModeSession || h.Limit != "{http.request.header.X-Plan-Streams}" || h.Zone != "live" ||
 		h.OnLimit != OnLimitEvictOldest || h.Status != 403 || h.OnStoreError != OnStoreErrorDeny || h.ListPath != "/video/streams" ||
-		h.Lease != caddy.Duration(45e9) || h.Key != "{http.request.header.X-User-Id}" || !strings.Contains(string(h.StoreRaw), `"memory"`) {
+		h.Lease != caddy.Duration(45e9) || h.ConfirmWithin >= 0 || h.Key != "{http.request.header.X-User-Id}" || !strings.Contains(string(h.StoreRaw), `"memory"`) {
 		t.Fatalf("decoded handler lost an option: %+v", h)
 	}
 }
@@ -88,6 +88,10 @@ func TestCaddyfileErrorsNameTheOption(t *testing.T) {
 		{"max_buffer word", "max_buffer lots", "max_buffer:"},
 		{"max_buffer zero", "max_buffer 0", "max_buffer:"},
 		{"max_buffer over a day", "mode session\n\t\tmax_buffer 24h", "max_buffer:"},
+		{"confirm_within word", "confirm_within soon", "confirm_within:"},
+		{"confirm_within zero", "confirm_within 0", "confirm_within:"},
+		{"confirm_within missing", "confirm_within", "confirm_within: want one value"},
+		{"confirm_within short", "mode session\n\t\tconfirm_within 100ms", "confirm_within: 100ms is shorter than the minimum 1s"},
 		{"rewrite_hosts missing", "rewrite_hosts", "rewrite_hosts: want one or more values"},
 		{"rewrite_hosts without path_token", "mode session\n\t\trewrite_hosts a.example", "rewrite_hosts: needs path_token"},
 		{"rewrite_hosts URL", "mode session\n\t\tpath_token\n\t\trewrite_hosts https://a.example/", "rewrite_hosts:"},
@@ -139,6 +143,7 @@ func TestJSONValidationNamesTheOption(t *testing.T) {
 		{`{"lease":"25h"}`, "lease:"},
 		{`{"path_token":true}`, "path_token: needs mode session"},
 		{`{"max_buffer":-1}`, "max_buffer:"},
+		{`{"confirm_within":"500ms"}`, "confirm_within:"},
 		{`{"max_buffer":"23h59m31s"}`, "max_buffer:"},
 		{`{"mode":"session","path_token":true,"rewrite_hosts":[""]}`, "rewrite_hosts:"},
 		{`{"mode":"connection","path_token":true}`, "path_token:"},
