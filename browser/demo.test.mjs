@@ -140,6 +140,7 @@ try {
 	assert.match(refusal, /Limit reached/, 'the refusal title');
 	assert.match(refusal, /already watching 3 of 3 streams/, 'active and limit from the 429 body');
 	assert.match(refusal, /429 stream_limit_exceeded/, 'the status and error from the 429 body');
+	assert.match(refusal, /\(Chrome on Linux since [^;]+; Chrome on Linux since [^;]+; Chrome on Linux since [^)]+\)/, 'the three screens the 429 body names');
 	assert.equal(s.screens[3].segments, 0, 'the refused screen loaded no segment');
 
 	step('the panel lists exactly the three playing streams');

@@ -453,21 +453,17 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	tokens := h.PathToken && h.session()
 	var again reopenKey
 	if tokens && r.Method == http.MethodGet {
-		// The same client opening the same title again is the same screen:
-		// at once (a player's second open, a probe then the playback) it
-		// continues the stream it started; later (a reload, a player
-		// starting over after an error) it takes that stream's slot, and
-		// the stream, should anything still fetch it, is refused (409
-		// stream_replaced).
+		// The same client opening the same title again is the same screen
+		// (a player's second open, a probe then the playback, a reload, a
+		// player starting over after an error, a DASH player re-reading its
+		// MPD by the URL it first asked for): it continues the stream it
+		// started, however long ago, while that stream lives here.
 		again = reopenKeyOf(r, key.User, h.Client)
 		if id, ok := h.zone.reopens.recall(again); ok {
 			ref := streamRef{key, id}
 			if ls := h.zone.lookup(ref); ls != nil && ls.held() {
 				if _, revoked := ls.fresh(h.ttl()); !revoked {
-					if ls.age() < reopenGrace {
-						return h.answerStart(w, r, next, secret, ref, limit, false)
-					}
-					h.replace(r, ls)
+					return h.answerStart(w, r, next, secret, ref, limit, false)
 				}
 			}
 		}
@@ -501,11 +497,12 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		h.zone.recordEnded(evicted, causeEviction)
 	}
 	if !d.Admitted {
-		return h.atLimit(w, r, next, d)
+		return h.atLimit(w, r, next, key, d)
 	}
 	h.zone.recordAdmitted(ref)
+	ls, _, _ := h.zone.enter(ref, h.terms(limit), true, nil)
+	ls.describeClient(r.UserAgent())
 	if window > 0 {
-		ls, _, _ := h.zone.enter(ref, h.terms(limit), true, nil)
 		ls.awaitPlayback(window)
 	}
 	if tokens && r.Method == http.MethodGet {
@@ -515,33 +512,6 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.answerStart(w, r, next, secret, ref, limit, true)
 	}
 	return h.serve(w, r, next, ref, limit, true)
-}
-
-// reopenGrace is how soon after a stream's start the same client opening
-// its title again continues that stream, rather than taking it over: the
-// two opens of one playback (mpv; streamlink's probe, then its play).
-const reopenGrace = 2 * time.Second
-
-// replace ends a stream that its client has started again: its slot goes
-// (it is revoked, as a close does, so that anything still fetching it gets
-// 409 stream_replaced), and the new start takes a slot as any does. Should
-// the store fail, the old stream stays and the new start is held to the
-// limit.
-func (h *Handler) replace(r *http.Request, ls *localStream) {
-	var err error
-	ls.end(func() {
-		ctx, cancel := h.storeContext(r)
-		err = h.zone.store.Revoke(ctx, ls.ref.key, ls.ref.id, lease.TombstoneTTL(h.ttl()))
-		cancel()
-	})
-	if err != nil && !errors.Is(err, lease.ErrNotFound) {
-		ls.resume()
-		h.logger.Warn("replacing a restarted stream failed; it holds its slot until it lapses",
-			zap.String("zone", h.Zone), zap.String("stream_id", ls.ref.id), zap.Error(err))
-		return
-	}
-	h.zone.markRevokedAs(ls.ref, h.ttl(), "stream_replaced")
-	h.zone.recordEnded(ls.ref, causeReplaced)
 }
 
 // answerStart answers a GET that starts a path_token stream, or opens it
@@ -568,7 +538,7 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 	if ls != nil {
 		fresh, revoked := ls.fresh(h.ttl())
 		if revoked {
-			return h.refuse(w, r, http.StatusConflict, errorBody{Error: ls.revokedAs()})
+			return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
 		}
 		if fresh {
 			return h.serve(w, r, next, ref, limit, false)
@@ -626,7 +596,7 @@ func (h *Handler) renewed(w http.ResponseWriter, r *http.Request, next caddyhttp
 	case err != nil:
 		return h.storeFailed(w, r, next, ref, limit, err)
 	case !d.Admitted:
-		return h.atLimit(w, r, next, d)
+		return h.atLimit(w, r, next, ref.key, d)
 	}
 	return h.serve(w, r, next, ref, limit, true)
 }
@@ -651,7 +621,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		if cancel != nil {
 			cancel(nil)
 		}
-		return h.refuse(w, r, http.StatusConflict, errorBody{Error: ls.revokedAs()})
+		return h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
 	}
 	var aw *answerWriter
 	if ls.unconfirmed() {
@@ -880,7 +850,7 @@ func (h *Handler) badLimit(w http.ResponseWriter, r *http.Request, err error) er
 
 // atLimit refuses a start (or a lapsed stream's return) at the limit;
 // dry_run lets it through, marked.
-func (h *Handler) atLimit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, d lease.Decision) error {
+func (h *Handler) atLimit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key lease.Key, d lease.Decision) error {
 	if h.DryRun {
 		metrics.dryRunDenied.WithLabelValues(h.Zone).Inc()
 		if ce := h.sampledLog.Check(zapcore.InfoLevel, "dry run: would refuse a stream at the limit"); ce != nil {
@@ -896,7 +866,15 @@ func (h *Handler) atLimit(w http.ResponseWriter, r *http.Request, next caddyhttp
 	repl.Set("http.stream_limit.active", d.Active)
 	repl.Set("http.stream_limit.retry_after", retry)
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
-	return h.refuse(w, r, h.Status, errorBody{Error: "stream_limit_exceeded", Limit: &d.Limit, Active: &d.Active})
+	var screens []screenBody
+	for _, l := range d.Held {
+		sc := screenBody{Started: l.Started.UTC().Format(time.RFC3339)}
+		if ls := h.zone.lookup(streamRef{key, l.ID}); ls != nil {
+			sc.Client = ls.clientKind()
+		}
+		screens = append(screens, sc)
+	}
+	return h.refuse(w, r, h.Status, errorBody{Error: "stream_limit_exceeded", Limit: &d.Limit, Active: &d.Active, Screens: screens})
 }
 
 // storeFailed applies on_store_error to a request the store could not decide.

@@ -21,8 +21,6 @@ const (
 	// causeNotPlayed: a start the origin answered with errors only
 	// (confirm_within).
 	causeNotPlayed = "not_played"
-	// causeReplaced: its client started the title again.
-	causeReplaced = "replaced"
 )
 
 // metrics are created once and registered in every config's registry: each

@@ -14,18 +14,17 @@ import (
 // A player often opens the URL it was given more than once for one
 // playback: mpv reads a playlist through its own stream layer, then its
 // demuxer opens the URL again; streamlink reads a master playlist to
-// choose a quality, then opens it again to play. And a viewer starts
+// choose a quality, then opens it again to play; ffmpeg's DASH demuxer
+// reads its MPD again by the URL it first asked for. And a viewer starts
 // their title over: a page reload, a player that gives up after an error
 // and opens the URL anew. Either is the same screen, not another: a start
 // of the title by the same client whose stream still lives here continues
-// that stream when it comes within reopenGrace of its start, and takes its
-// slot over later (the old stream is revoked: 409 stream_replaced). So a
-// viewer at the limit who reloads plays again at once. The client is told
-// apart by its address and User-Agent (what such players send alike on
-// both opens; two devices of one model behind one address playing the
-// same title count as one), or by what the client option names (a device
-// id an app or auth layer sends). A start is remembered while its stream
-// lives here.
+// that stream, so a viewer at the limit who reloads plays again at once.
+// The client is told apart by its address and User-Agent (what such
+// players send alike on both opens; two devices of one model behind one
+// address playing the same title count as one), or by what the client
+// option names (a device id an app or auth layer sends). A start is
+// remembered while its stream lives here.
 
 // maxReopens bounds the starts a zone remembers here: one client starting
 // many titles cannot grow this process without end. Past it, starts are

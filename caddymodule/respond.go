@@ -32,6 +32,16 @@ type errorBody struct {
 	Error  string `json:"error"`
 	Limit  *int   `json:"limit,omitempty"`
 	Active *int   `json:"active,omitempty"`
+	// Screens are, at the limit, the user's own streams that hold the
+	// slots, earliest first: when each started and, where this instance
+	// admitted it, what kind of client plays it ("Chrome on Android").
+	Screens []screenBody `json:"screens,omitempty"`
+}
+
+// screenBody is one of the streams a refusal at the limit names.
+type screenBody struct {
+	Started string `json:"started"`
+	Client  string `json:"client,omitempty"`
 }
 
 // refuse answers a request that is not passed on. Where the server has

@@ -52,10 +52,9 @@ type localStream struct {
 	playing   bool
 	served    bool
 	renewNow  bool
-	revoked   bool   // closed, kicked, evicted or replaced: refuse it, cut it
-	reason    string // the error a revoked stream's requests get; "" for stream_revoked
-	born      time.Time
-	ended     bool // its connection ended or it was closed: renew nothing more
+	revoked   bool   // closed, kicked or evicted: refuse it, cut it
+	client    string // what kind of client started it, coarsely (clientKind)
+	ended     bool   // its connection ended or it was closed: renew nothing more
 	keepalive *time.Timer
 	// failedAt and failure are the last renewal that could not reach the
 	// store.
@@ -135,7 +134,7 @@ func (z *zone) enter(ref streamRef, terms streamTerms, confirmed bool, cancel co
 	defer z.mu.Unlock()
 	ls = z.streams[ref]
 	if ls == nil {
-		ls = &localStream{ref: ref, zone: z, requests: make(map[*liveRequest]struct{}), born: now()}
+		ls = &localStream{ref: ref, zone: z, requests: make(map[*liveRequest]struct{})}
 		z.streams[ref] = ls
 	}
 	ls.mu.Lock()
@@ -592,11 +591,7 @@ const maxLocalRevoked = 10_000
 // markRevoked cuts a stream's requests in this process and remembers that
 // it is revoked, so that its next request is refused without asking the
 // store.
-func (z *zone) markRevoked(ref streamRef, ttl time.Duration) { z.markRevokedAs(ref, ttl, "") }
-
-// markRevokedAs is markRevoked, with the error its requests get here
-// ("" for stream_revoked).
-func (z *zone) markRevokedAs(ref streamRef, ttl time.Duration, reason string) {
+func (z *zone) markRevoked(ref streamRef, ttl time.Duration) {
 	z.mu.Lock()
 	ls := z.streams[ref]
 	if ls == nil {
@@ -618,25 +613,21 @@ func (z *zone) markRevokedAs(ref streamRef, ttl time.Duration, reason string) {
 		}
 	}
 	z.mu.Unlock()
-	ls.mu.Lock()
-	ls.reason = reason
-	ls.mu.Unlock()
 	ls.markRevoked()
 }
 
-// revokedAs is the error a revoked stream's requests get.
-func (ls *localStream) revokedAs() string {
+// describeClient notes, coarsely, what kind of client started the stream,
+// from its User-Agent: for the viewer's own refusals, never more.
+func (ls *localStream) describeClient(userAgent string) {
+	kind := clientKind(userAgent)
 	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if ls.reason != "" {
-		return ls.reason
-	}
-	return "stream_revoked"
+	ls.client = kind
+	ls.mu.Unlock()
 }
 
-// age is how long ago the stream was first seen here.
-func (ls *localStream) age() time.Duration {
+// clientKind is what describeClient noted.
+func (ls *localStream) clientKind() string {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	return now().Sub(ls.born)
+	return ls.client
 }

@@ -77,7 +77,14 @@ type Decision struct {
 	Evicted []string
 	// RetryAfter is, when denied, how long until the earliest lease expires.
 	RetryAfter time.Duration
+	// Held is, when denied, the user's live leases that started first,
+	// earliest first, at most MaxHeldReported: what a player can show the
+	// viewer of the screens that hold the slots.
+	Held []Lease
 }
+
+// MaxHeldReported bounds the leases a refusal reports (Decision.Held).
+const MaxHeldReported = 16
 
 // Store keeps leases. Every method is one atomic step: concurrent callers,
 // in one process or many, never see a user above the limit.

@@ -185,6 +185,11 @@ func (s *MemoryStore) Acquire(ctx context.Context, req AcquireRequest) (Decision
 	}
 	if len(u.leases) >= limit {
 		d.Active = len(u.leases)
+		held := slices.Clone(u.leases)
+		slices.SortStableFunc(held, func(a, b memoryLease) int { return cmp.Compare(a.started, b.started) })
+		for _, l := range held[:min(len(held), MaxHeldReported)] {
+			d.Held = append(d.Held, l.public())
+		}
 		if len(u.leases) > 0 {
 			earliest := slices.MinFunc(u.leases, func(a, b memoryLease) int { return cmp.Compare(a.expires, b.expires) })
 			d.RetryAfter = time.Duration(earliest.expires - now)

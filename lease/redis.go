@@ -122,7 +122,7 @@ func (s *RedisStore) Acquire(ctx context.Context, req AcquireRequest) (Decision,
 	case -1:
 		return Decision{}, ErrRevoked
 	case 0:
-		return Decision{Limit: int(r.int(1)), Active: int(r.int(2)), RetryAfter: time.Duration(r.int(5)) * time.Millisecond}, r.err
+		return Decision{Limit: int(r.int(1)), Active: int(r.int(2)), RetryAfter: time.Duration(r.int(5)) * time.Millisecond, Held: r.leases(6)}, r.err
 	}
 	d := Decision{
 		Admitted: true,
@@ -365,6 +365,26 @@ func (r *reply) int(i int) int64 {
 		r.err = fmt.Errorf("lease: script field %d is %T, want an integer", i, r.fields[i])
 	}
 	return v
+}
+
+// leases reads field i as leases, {packed id, started ms, expires ms}
+// flattened.
+func (r *reply) leases(i int) []Lease {
+	items, ok := r.fields[i].([]any)
+	if !ok || len(items)%3 != 0 {
+		if r.err == nil {
+			r.err = fmt.Errorf("lease: script field %d is not a list of leases", i)
+		}
+		return nil
+	}
+	var out []Lease
+	for j := 0; j < len(items); j += 3 {
+		id, _ := items[j].(string)
+		started, _ := items[j+1].(int64)
+		expires, _ := items[j+2].(int64)
+		out = append(out, Lease{ID: unpackID(id), Started: msTime(started), Expires: msTime(expires)})
+	}
+	return out
 }
 
 func (r *reply) list(i int) []string {

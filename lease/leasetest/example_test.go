@@ -149,6 +149,7 @@ func (s *mapStore) Acquire(_ context.Context, req lease.AcquireRequest) (lease.D
 	if len(live) >= limit {
 		// Refused: nothing taken, nothing extended.
 		d.Active, d.RetryAfter = len(live), req.TTL
+		d.Held = live[:min(len(live), lease.MaxHeldReported)] // byStart: earliest first
 		if len(live) > 0 {
 			d.RetryAfter = slices.MinFunc(live, func(a, b lease.Lease) int { return a.Expires.Compare(b.Expires) }).Expires.Sub(now)
 		}

@@ -140,6 +140,31 @@ var cases = []struct {
 		}
 	}},
 
+	{"a refusal names the leases that hold the slots, earliest first", func(t *testing.T, s *subject) {
+		for _, name := range []string{"c", "a", "b"} {
+			s.acquire(t, k, id(name), 3, lease.Deny, ttl)
+			s.wait(step)
+		}
+		d := s.acquire(t, k, id("d"), 3, lease.Deny, ttl)
+		if d.Admitted || len(d.Held) != 3 || d.Held[0].ID != id("c") || d.Held[1].ID != id("a") || d.Held[2].ID != id("b") {
+			t.Fatalf("refusal: %+v, want the three leases held, c a b", d)
+		}
+		listed, _ := s.List(ctx, k)
+		for i, h := range d.Held {
+			if h.Started.Sub(listed[i].Started).Abs() > time.Millisecond || h.Expires.Sub(listed[i].Expires).Abs() > time.Millisecond {
+				t.Fatalf("held %v, listed %v", h, listed[i])
+			}
+		}
+		// At most MaxHeldReported, whatever the limit.
+		many := lease.Key{Zone: "z", User: "many"}
+		for i := range lease.MaxHeldReported + 4 {
+			s.acquire(t, many, id(fmt.Sprintf("m%d", i)), lease.MaxHeldReported+4, lease.Deny, ttl)
+		}
+		if d := s.acquire(t, many, id("one more"), lease.MaxHeldReported+4, lease.Deny, ttl); d.Admitted || len(d.Held) != lease.MaxHeldReported {
+			t.Fatalf("refusal at %d streams reports %d held, want %d", lease.MaxHeldReported+4, len(d.Held), lease.MaxHeldReported)
+		}
+	}},
+
 	{"re-acquiring a live id takes no new slot and refreshes it", func(t *testing.T, s *subject) {
 		first := s.acquire(t, k, id("a"), 1, lease.Deny, ttl)
 		s.wait(step)

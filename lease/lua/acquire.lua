@@ -3,7 +3,9 @@
 -- ARGV: id, ttl ms, limit, policy (0 deny, 1 evict oldest), tombstone ttl ms,
 --       most tombstones kept
 -- Returns {status, limit, active, started, expires, retry ms, {evicted ids}, {lapsed members}}
--- where status is 1 admitted, 0 refused, -1 revoked.
+-- where status is 1 admitted, 0 refused, -1 revoked. A refusal puts, in the
+-- place of the evicted ids, the user's live leases that started first (16
+-- at most), as {id, started, expires} flattened, earliest first.
 local leases, tombs, limit_key = KEYS[1], KEYS[2], KEYS[3]
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
@@ -49,8 +51,19 @@ if active - #victims >= limit then
   if live[2] then
     retry = tonumber(live[2]) - now
   end
+  local held = {}
+  for i = 1, #live, 2 do
+    held[#held + 1] = {started = started_of(live[i]), id = string.sub(live[i], 1, 16), expires = tonumber(live[i + 1])}
+  end
+  table.sort(held, function(a, b) return a.started < b.started end)
+  local first = {}
+  for i = 1, math.min(#held, 16) do
+    first[#first + 1] = held[i].id
+    first[#first + 1] = held[i].started
+    first[#first + 1] = held[i].expires
+  end
   prune(leases, tombs, now, lapsed)
-  return {0, limit, active, 0, 0, retry, {}, lapsed}
+  return {0, limit, active, 0, 0, retry, first, lapsed}
 end
 
 -- The writes that grow memory come first (see common.lua).

@@ -165,9 +165,13 @@ class Screen {
 		this.url = '';
 		if (status === 429) {
 			const retryAfter = Math.min(Math.max(Number.parseInt((xhr && xhr.getResponseHeader('Retry-After')) || '', 10) || 5, 1), 60);
+			// The refusal names the screens that hold the slots.
+			const screens = (body.screens || [])
+				.map((sc) => `${sc.client || 'a screen'} since ${new Date(sc.started).toLocaleTimeString()}`)
+				.join('; ');
 			this.show('refused', {
 				title: 'Limit reached',
-				text: `${user} is already watching ${body.active ?? '?'} of ${body.limit ?? '?'} streams. Close one and this screen starts.`,
+				text: `${user} is already watching ${body.active ?? '?'} of ${body.limit ?? '?'} streams${screens ? ` (${screens})` : ''}. Close one and this screen starts.`,
 				detail: `429 ${body.error || ''} · Retry-After ${retryAfter} s`,
 			});
 			// The panel starts a waiting screen as soon as a slot is free;
