@@ -500,10 +500,16 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.atLimit(w, r, next, key, d)
 	}
 	h.zone.recordAdmitted(ref)
-	ls, _, _ := h.zone.enter(ref, h.terms(limit), true, nil)
-	ls.describeClient(r.UserAgent())
-	if window > 0 {
-		ls.awaitPlayback(window)
+	if h.session() {
+		// Known here before its first request is served (a redirected
+		// start has none yet): what kind of client plays it, for refusals
+		// that name the user's screens, and whether media must confirm it.
+		// (A connection-mode stream is its one request: serve enters it.)
+		ls, _, _ := h.zone.enter(ref, h.terms(limit), true, nil)
+		ls.describeClient(r.UserAgent())
+		if window > 0 {
+			ls.awaitPlayback(window)
+		}
 	}
 	if tokens && r.Method == http.MethodGet {
 		// Remembered while the stream lives here (the sweep forgets it
