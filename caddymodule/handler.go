@@ -639,13 +639,18 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	defer func() {
 		// Deferred so that it runs when reverse_proxy aborts with a panic.
 		ls.leave(req)
-		if cancel != nil {
-			cancel(nil)
-		}
 		if aw != nil {
-			if aw.failedWith(err); aw.failed {
+			if r.Context().Err() == nil {
+				// An error the origin gave. (A request cut, by a revocation or
+				// by its client leaving, was not answered: its window decides.)
+				aw.failedWith(err)
+			}
+			if aw.failed {
 				ls.end(func() { h.zone.releaseFor(ref, causeNotPlayed) })
 			}
+		}
+		if cancel != nil {
+			cancel(nil)
 		}
 		if !h.session() {
 			if h.zone.storeTimeout > 0 {

@@ -115,10 +115,21 @@ func (z *zone) lookup(ref streamRef) *localStream {
 	return z.streams[ref]
 }
 
-// forget drops the local state of a stream.
+// forget drops the local state of a stream, unless it is revoked: a
+// revoked stream stays known here (until the sweep or maxLocalRevoked lets
+// it go) so that a request of it whose renewal raced the revocation finds
+// it revoked when it enters, rather than entering a new, unrevoked state.
 func (z *zone) forget(ref streamRef) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
+	if ls := z.streams[ref]; ls != nil {
+		ls.mu.Lock()
+		revoked := ls.revoked
+		ls.mu.Unlock()
+		if revoked {
+			return
+		}
+	}
 	delete(z.streams, ref)
 }
 
@@ -326,8 +337,8 @@ func (ls *localStream) unconfirmed() bool {
 func (ls *localStream) answered(status int, media bool) (confirmed, failed bool) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if !ls.unconfirmedLocked() {
-		return false, false
+	if !ls.unconfirmedLocked() || ls.revoked {
+		return false, false // (a revoked stream holds no slot to free)
 	}
 	ok := status >= 200 && status < 300 || status == http.StatusNotModified
 	ls.served = ls.served || ok
