@@ -20,10 +20,11 @@ func TestArchitecture(t *testing.T) {
 		noHTTP bool // knows nothing of HTTP either
 	}{
 		"":                    {ours: []string{"caddymodule"}},
-		"caddymodule":         {ours: []string{"lease", "manifest"}, caddy: true},
+		"caddymodule":         {ours: []string{"lease", "manifest", "playhead"}, caddy: true},
 		"lease":               {noHTTP: true},
 		"lease/leasetest":     {ours: []string{"lease"}, noHTTP: true},
 		"manifest":            {noHTTP: true},
+		"playhead":            {noHTTP: true},
 		"internal/loopback":   {},
 		"internal/redistest":  {ours: []string{"internal/loopback"}},
 		"internal/origintest": {ours: []string{"internal/loopback"}},

@@ -39,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		on_limit       deny | evict_oldest   # default deny
 //		status         <code>                # default 429
 //		on_store_error allow | deny          # default allow
+//		sharing        strict | lenient | off  # default strict: players sharing one stream
 //		dry_run
 //		path_token                           # session mode: redirect starts to a tokenized URL
 //		rewrite_hosts  <host>...             # more hosts whose URLs in manifests are this site's
@@ -64,6 +65,7 @@ var handlerOptions = map[string]option[Handler]{
 	"zone":           textOption("", func(h *Handler) *string { return &h.Zone }),
 	"on_limit":       textOption("", func(h *Handler) *string { return &h.OnLimit }),
 	"on_store_error": textOption("", func(h *Handler) *string { return &h.OnStoreError }),
+	"sharing":        textOption("", func(h *Handler) *string { return &h.Sharing }),
 	"secret":         textOption("", func(h *Handler) *string { return &h.Secret }),
 	"list_path":      textOption("", func(h *Handler) *string { return &h.ListPath }),
 	"limit":          textOption("", func(h *Handler) *string { return (*string)(&h.Limit) }),

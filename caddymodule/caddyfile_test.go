@@ -92,6 +92,7 @@ func TestCaddyfileErrorsNameTheOption(t *testing.T) {
 		{"confirm_within zero", "confirm_within 0", "confirm_within:"},
 		{"confirm_within missing", "confirm_within", "confirm_within: want one value"},
 		{"confirm_within short", "mode session\n\t\tconfirm_within 100ms", "confirm_within: 100ms is shorter than the minimum 1s"},
+		{"sharing unknown", "sharing maybe", `sharing: "maybe" is not "strict", "lenient" or "off"`},
 		{"rewrite_hosts missing", "rewrite_hosts", "rewrite_hosts: want one or more values"},
 		{"rewrite_hosts without path_token", "mode session\n\t\trewrite_hosts a.example", "rewrite_hosts: needs path_token"},
 		{"rewrite_hosts URL", "mode session\n\t\tpath_token\n\t\trewrite_hosts https://a.example/", "rewrite_hosts:"},

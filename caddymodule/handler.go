@@ -23,6 +23,7 @@ import (
 
 	"github.com/streamlimit/caddy-streamlimit/lease"
 	"github.com/streamlimit/caddy-streamlimit/manifest"
+	"github.com/streamlimit/caddy-streamlimit/playhead"
 )
 
 func init() {
@@ -57,6 +58,10 @@ const (
 
 	OnStoreErrorAllow = "allow"
 	OnStoreErrorDeny  = "deny"
+
+	SharingStrict  = "strict"
+	SharingLenient = "lenient"
+	SharingOff     = "off"
 )
 
 // Handler limits how many streams each user holds at once. It admits a
@@ -103,6 +108,16 @@ type Handler struct {
 	// unconfirmed; another that serves it renews it as any stream.
 	// Default: 10s; negative (Caddyfile: off) turns it off.
 	ConfirmWithin caddy.Duration `json:"confirm_within,omitempty"`
+
+	// Sharing, with path_token, is how sure the limiter must be that
+	// several players fetch one stream (its tokenized URL passed to other
+	// machines) before it counts each as a screen of its own: "strict"
+	// (a player taking its turn back from another 4 times within 2
+	// minutes), "lenient" (8 times within 3 minutes) or "off". A screen
+	// beyond the first takes a slot of its own, and is refused (429
+	// stream_shared) when the user has none free; the first plays on. See
+	// docs/SECURITY.md. Default: "strict".
+	Sharing string `json:"sharing,omitempty"`
 	// Zone names the pool of slots: handlers with the same zone share counts.
 	// Default: "default".
 	Zone string `json:"zone,omitempty"`
@@ -168,6 +183,7 @@ type Handler struct {
 
 	zone     *zone
 	idSecret []byte // the configured Secret, expanded; nil: the store's
+	sharing  playhead.Rules
 	policy   lease.Policy
 	logger   *zap.Logger
 	// sampledLog carries what a client can provoke at will (refusals,
@@ -216,6 +232,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.OnLimit == "" {
 		h.OnLimit = OnLimitDeny
 	}
+	if h.Sharing == "" {
+		h.Sharing = SharingStrict
+	}
+	h.sharing = sharingRules(h.Sharing)
 	if h.OnLimit == OnLimitEvictOldest {
 		h.policy = lease.EvictOldest
 	}
@@ -313,6 +333,8 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("max_buffer: %v with lease %v is outside 0 to %v", time.Duration(h.MaxBuffer), time.Duration(h.Lease), lease.MaxTTL)
 	case h.ConfirmWithin > 0 && time.Duration(h.ConfirmWithin) < MinLease:
 		return fmt.Errorf("confirm_within: %v is shorter than the minimum %v", time.Duration(h.ConfirmWithin), MinLease)
+	case h.Sharing != SharingStrict && h.Sharing != SharingLenient && h.Sharing != SharingOff:
+		return fmt.Errorf("sharing: %q is not %q, %q or %q", h.Sharing, SharingStrict, SharingLenient, SharingOff)
 	case h.PathToken && h.Mode != ModeSession:
 		return fmt.Errorf("path_token: needs mode %s (in mode %s a stream is one request, with nothing to carry)", ModeSession, h.Mode)
 	case h.Status < 400 || h.Status > 599:
@@ -678,8 +700,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return err
 	}
 	if t != nil && t.media > 0 {
-		// A segment of the stream's main track: once it is served, the
-		// stream's lease covers its media too.
+		// A segment of the stream's main track: it is one player's, and
+		// once it is served the stream's lease covers its media too.
+		if answered, err := h.oneScreen(w, r, ls, ref, limit); answered {
+			return err
+		}
 		sw := &statusWriter{ResponseWriter: w}
 		err := next.ServeHTTP(sw, r)
 		if err == nil && (sw.status >= 200 && sw.status < 300 || sw.status == http.StatusNotModified) {
@@ -810,6 +835,11 @@ func (h *Handler) close(w http.ResponseWriter, r *http.Request, key lease.Key, i
 		ls.end(revoke)
 		if err != nil {
 			ls.resume()
+		} else {
+			// Its screens beyond the first go with it.
+			for _, screen := range ls.screenIDs() {
+				h.zone.releaseFor(streamRef{key, screen}, causeClose)
+			}
 		}
 	} else {
 		revoke()
@@ -862,12 +892,22 @@ func (h *Handler) badLimit(w http.ResponseWriter, r *http.Request, err error) er
 // atLimit refuses a start (or a lapsed stream's return) at the limit;
 // dry_run lets it through, marked.
 func (h *Handler) atLimit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key lease.Key, d lease.Decision) error {
+	return h.overLimit(w, r, next, key, d, "stream_limit_exceeded")
+}
+
+// overLimit refuses, with the error named, a request the store found the
+// user at the limit for: a start, or a screen beyond a stream's first
+// (next nil: it is served as it was going to be, in a dry run).
+func (h *Handler) overLimit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, key lease.Key, d lease.Decision, code string) error {
 	if h.DryRun {
 		metrics.dryRunDenied.WithLabelValues(h.Zone).Inc()
 		if ce := h.sampledLog.Check(zapcore.InfoLevel, "dry run: would refuse a stream at the limit"); ce != nil {
 			ce.Write(h.logFields(r, zap.Int("limit", d.Limit), zap.Int("active", d.Active))...)
 		}
-		w.Header().Set("Stream-Limit-Dry-Run", "stream_limit_exceeded")
+		w.Header().Set("Stream-Limit-Dry-Run", code)
+		if next == nil {
+			return nil
+		}
 		return next.ServeHTTP(w, r)
 	}
 	retry := int(math.Ceil(d.RetryAfter.Seconds()))
@@ -885,7 +925,7 @@ func (h *Handler) atLimit(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		screens = append(screens, sc)
 	}
-	return h.refuse(w, r, h.Status, errorBody{Error: "stream_limit_exceeded", Limit: &d.Limit, Active: &d.Active, Screens: screens})
+	return h.refuse(w, r, h.Status, errorBody{Error: code, Limit: &d.Limit, Active: &d.Active, Screens: screens})
 }
 
 // storeFailed applies on_store_error to a request the store could not decide.

@@ -23,6 +23,7 @@ var denialReasons = map[string]string{
 	"missing_stream_id":     "missing_stream_id",
 	"stream_not_found":      "stream_not_found",
 	"stream_revoked":        "revoked",
+	"stream_shared":         "shared",
 	"bad_limit":             "bad_limit",
 	"store_unavailable":     "store_error",
 }

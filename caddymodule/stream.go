@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/streamlimit/caddy-streamlimit/lease"
+	"github.com/streamlimit/caddy-streamlimit/playhead"
 )
 
 // localStream is this process's view of one stream: the requests in flight
@@ -52,6 +53,10 @@ type localStream struct {
 	playing   bool
 	served    bool
 	renewNow  bool
+	// heads follows the players fetching the stream's main track, and
+	// screens are the slots its players beyond the first hold (screens.go).
+	heads     *playhead.Tracker
+	screens   []screenLease
 	revoked   bool   // closed, kicked or evicted: refuse it, cut it
 	client    string // what kind of client started it, coarsely (clientKind)
 	ended     bool   // its connection ended or it was closed: renew nothing more

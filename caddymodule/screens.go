@@ -1,0 +1,163 @@
+package caddymodule
+
+import (
+	"errors"
+	"net/http"
+	pathpkg "path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/streamlimit/caddy-streamlimit/lease"
+	"github.com/streamlimit/caddy-streamlimit/playhead"
+)
+
+// One stream, one screen. A stream's tokenized URLs can be passed to other
+// machines; the players there fetch the stream's segments as its own
+// player does. Package playhead tells them apart by the positions they
+// fetch (never by address). Every player beyond the first is a screen of
+// its own: it takes a slot of the user's, under an id of its own (a
+// screen lease, renewed while it fetches), and is refused when none is
+// free, while the first plays on. (A restart of the same title by the same
+// client continues its stream, reopen.go: the player of before, if it
+// still fetches, is one more player, counted as any other.)
+
+// sharingRules are the playhead rules of a sharing strictness.
+func sharingRules(strictness string) playhead.Rules {
+	switch strictness {
+	case SharingOff:
+		return playhead.Rules{}
+	case SharingLenient:
+		return playhead.Rules{Turns: 8, Within: 3 * time.Minute}
+	}
+	return playhead.Rules{Turns: 4, Within: 2 * time.Minute}
+}
+
+// screenLease is the slot a screen beyond a stream's first holds.
+type screenLease struct {
+	head      uint32 // its playhead
+	id        string
+	confirmed time.Time // when the store last carried its lease
+}
+
+// fetched places a fetch of the stream's main track at p among its
+// playheads.
+func (ls *localStream) fetched(p playhead.Position, r playhead.Rules) playhead.Fetch {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.heads == nil {
+		ls.heads = new(playhead.Tracker)
+	}
+	return ls.heads.Fetched(p, now(), r)
+}
+
+// undo takes a refused fetch back.
+func (ls *localStream) undo(f playhead.Fetch) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.heads != nil {
+		ls.heads.Undo(f)
+	}
+}
+
+// screenFor returns the id of the screen lease of a playhead (made now if
+// it has none) and whether its lease is due to be carried on (it never
+// was, or not within every).
+func (ls *localStream) screenFor(head uint32, newID func() string, every time.Duration) (id string, due bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for i := range ls.screens {
+		if s := &ls.screens[i]; s.head == head {
+			return s.id, s.confirmed.IsZero() || now().Sub(s.confirmed) >= every
+		}
+	}
+	if len(ls.screens) >= playhead.MaxHeads {
+		ls.screens = ls.screens[1:] // its lease lapses by itself
+	}
+	ls.screens = append(ls.screens, screenLease{head: head, id: newID()})
+	return ls.screens[len(ls.screens)-1].id, true
+}
+
+// screenHeld records that the store carried a screen's lease.
+func (ls *localStream) screenHeld(id string) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for i := range ls.screens {
+		if ls.screens[i].id == id {
+			ls.screens[i].confirmed = now()
+		}
+	}
+}
+
+// screenIDs lists the ids of the stream's screen leases.
+func (ls *localStream) screenIDs() []string {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ids := make([]string, len(ls.screens))
+	for i, s := range ls.screens {
+		ids[i] = s.id
+	}
+	return ids
+}
+
+// oneScreen places a fetch of a segment of the stream's main track among
+// its players, and refuses it (answered true) when it is a player beyond
+// the first for which the user has no slot free.
+func (h *Handler) oneScreen(w http.ResponseWriter, r *http.Request, ls *localStream, ref streamRef, limit int) (answered bool, err error) {
+	if h.sharing.Turns == 0 {
+		return false, nil
+	}
+	pos, ok := playhead.Of(pathpkg.Base(r.URL.Path), rangeStart(r.Header.Get("Range")))
+	if !ok {
+		return false, nil // every fetch alike: nothing tells players apart
+	}
+	f := ls.fetched(pos, h.sharing)
+	if f.Screen <= 1 {
+		return false, nil
+	}
+	secret, err := h.idSecretFor(r)
+	if err != nil {
+		return false, nil // the store is down: played as the stream is (on_store_error)
+	}
+	id, due := ls.screenFor(f.Head, func() string { return lease.NewID(secret, ref.key) }, renewEvery(h.ttl()))
+	if !due {
+		return false, nil
+	}
+	ctx, cancel := h.storeContext(r)
+	d, err := h.zone.renew(ctx, streamRef{ref.key, id}, h.ttl(), limit)
+	cancel()
+	switch {
+	case err == nil && d.Admitted:
+		ls.screenHeld(id)
+		return false, nil
+	case errors.Is(err, lease.ErrRevoked):
+		ls.undo(f) // the screen was kicked or closed
+		return true, h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
+	case err != nil:
+		if h.OnStoreError == OnStoreErrorDeny {
+			ls.undo(f)
+			return true, h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
+		}
+		return false, nil
+	}
+	if h.DryRun {
+		return false, h.overLimit(w, r, nil, ref.key, d, "stream_shared") // counted, marked, served
+	}
+	ls.undo(f)
+	return true, h.overLimit(w, r, nil, ref.key, d, "stream_shared")
+}
+
+// rangeStart is the first byte a Range header asks for, or -1 for none
+// (or one that is not a plain "bytes=N-").
+func rangeStart(v string) int64 {
+	spec, ok := strings.CutPrefix(v, "bytes=")
+	if !ok {
+		return -1
+	}
+	first, _, ok := strings.Cut(spec, "-")
+	n, err := strconv.ParseInt(first, 10, 64)
+	if !ok || err != nil || n < 0 {
+		return -1
+	}
+	return n
+}

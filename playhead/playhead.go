@@ -1,0 +1,384 @@
+// Package playhead tells how many players are fetching one stream, from
+// the positions of the segments they ask for and nothing else: not their
+// addresses, which change under one player (Wi-Fi to mobile data, IPv4 to
+// IPv6, iCloud Private Relay) and are shared by many (carrier NAT).
+//
+// One player fetches its title's segments in order. A seek starts it
+// again elsewhere and the old position is never fetched on from; an ABR
+// switch fetches the next segment of another rendition, which has the same
+// number; a retry fetches one segment again, once. Several players on one
+// stream each fetch in order, from their own position, and turn by turn:
+// the fetches of one interleave with the fetches of the others, for as
+// long as they all play. A Tracker follows every position fetched from
+// (a playhead) and counts, for each, how often it took its turn back from
+// another one that had moved meanwhile: playheads that keep doing so are
+// players playing at once.
+package playhead
+
+import (
+	"time"
+)
+
+// Position is where a segment lies in its title: the segment number its
+// file name carries (with its part number, for a low-latency part), then
+// the offset of the byte range asked for. Positions compare in that order.
+type Position struct {
+	n   [maxNumbers]uint64
+	len uint8
+}
+
+const maxNumbers = 3
+
+// Of returns the position of a segment whose file name (the last segment
+// of its path) is name, fetched from byte offset from, or -1 when the
+// whole file was asked for. ok is false when neither the name nor a range
+// says where it lies (a name with no number, fetched whole).
+//
+// The segment number is the last number in the name before its extension
+// ("seg_00042.ts", "chunk-stream0-00042.m4s", "1080p_42.ts", "t120000.m4s"
+// with $Time$), so that the renditions of an ABR ladder, whose names
+// differ by a number earlier on, agree. A part ("filePart271.3.mp4",
+// "seg271_part3.m4s") is the segment's number then its own.
+func Of(name string, from int64) (p Position, ok bool) {
+	stem := name
+	if dot := lastByte(stem, '.'); dot >= 0 && hasLetter(stem[dot+1:]) {
+		stem = stem[:dot] // the extension: ".ts", ".m4s", ".mp4"
+	}
+	last, lastStart, lastOK := lastNumber(stem)
+	if lastOK {
+		between := stem[:lastStart]
+		prev, prevStart, prevOK := lastNumber(between)
+		if prevOK && isPartSeparator(between[prevStart+digits(between[prevStart:]):]) {
+			p.push(prev)
+		}
+		p.push(last)
+	}
+	if from >= 0 {
+		p.push(uint64(from))
+	}
+	return p, p.len > 0
+}
+
+func (p *Position) push(v uint64) {
+	if int(p.len) < maxNumbers {
+		p.n[p.len] = v
+		p.len++
+	}
+}
+
+// Compare returns -1, 0 or +1 as p lies before, at or after q. A position
+// that is a prefix of another (a whole segment, its first part) lies before
+// it.
+func (p Position) Compare(q Position) int {
+	for i := 0; i < int(min(p.len, q.len)); i++ {
+		switch {
+		case p.n[i] < q.n[i]:
+			return -1
+		case p.n[i] > q.n[i]:
+			return +1
+		}
+	}
+	switch {
+	case p.len < q.len:
+		return -1
+	case p.len > q.len:
+		return +1
+	}
+	return 0
+}
+
+// lastNumber finds the last run of decimal digits in s: its value (ok
+// false when s has none, or when it overflows) and where it starts.
+func lastNumber(s string) (v uint64, start int, ok bool) {
+	end := len(s)
+	for end > 0 && !isDigit(s[end-1]) {
+		end--
+	}
+	if end == 0 {
+		return 0, 0, false
+	}
+	start = end
+	for start > 0 && isDigit(s[start-1]) {
+		start--
+	}
+	for _, c := range []byte(s[start:end]) {
+		d := uint64(c - '0')
+		if v > (1<<64-1-d)/10 {
+			return 0, 0, false
+		}
+		v = v*10 + d
+	}
+	return v, start, true
+}
+
+func digits(s string) int {
+	n := 0
+	for n < len(s) && isDigit(s[n]) {
+		n++
+	}
+	return n
+}
+
+// isPartSeparator reports whether what lies between two numbers of a
+// name makes the second a part of the first: "271.3", "271_part3",
+// "271-p3".
+func isPartSeparator(s string) bool {
+	switch lower(s) {
+	case ".", "_part", "-part", ".part", "_p", "-p", ".p", "part":
+		return true
+	}
+	return false
+}
+
+func lower(s string) string {
+	if len(s) > 8 {
+		return ""
+	}
+	var b [8]byte
+	for i := range len(s) {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+	}
+	return string(b[:len(s)])
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func hasLetter(s string) bool {
+	for i := range len(s) {
+		if c := s[i] | 0x20; 'a' <= c && c <= 'z' {
+			return true
+		}
+	}
+	return false
+}
+
+func lastByte(s string, c byte) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// Rules say how sure a Tracker must be before it counts several players:
+// a playhead plays beside others once it has taken its turn back Turns
+// times within Within. A turn counts only when the playhead had itself
+// moved within Within/4 before, so that a retry that happens to move an
+// old, abandoned position on is not taken for a player.
+type Rules struct {
+	Turns  int
+	Within time.Duration
+}
+
+// MaxHeads is how many positions a Tracker follows at once; past it, the
+// one that moved least recently is forgotten. Bounded, whatever a client
+// sends.
+const MaxHeads = 16
+
+// maxTurns is how many turns a playhead remembers: no rule asks for more.
+const maxTurns = 8
+
+// A playhead moves by about one step per fetch (its last move, or the
+// stream's): up to one and a half, for segments of uneven length ($Time$
+// names). A jump further is a seek, or another player, and starts a
+// playhead of its own.
+func withinStep(d, scale uint64) bool { return scale == 0 || d <= scale+scale/2 }
+
+// Tracker follows the playheads of one stream. The zero Tracker is ready;
+// it is not safe for concurrent use. It holds a few hundred bytes per
+// playhead, and MaxHeads at most.
+type Tracker struct {
+	heads  []head
+	last   uint32                 // the serial of the playhead that moved last (0: none)
+	serial uint32                 // the last serial given
+	step   [maxNumbers + 1]uint64 // the stream's last move, by the number it changed
+}
+
+type head struct {
+	serial     uint32
+	at, before Position
+	born       int64 // unix nanoseconds, as every time here
+	moved      int64
+	movedAt    int64 // moved, before the last move (for Undo)
+	moves      uint32
+	step       [maxNumbers + 1]uint64 // its last move, by the number it changed
+	turns      [maxTurns]int64        // when it took its turn back, a ring
+	nturns     int
+}
+
+// Fetch is what a Tracker made of one fetch.
+type Fetch struct {
+	// Head is the serial of the playhead that fetched (1 for the first).
+	Head uint32
+	// Screen is the playhead's rank, by age, among those playing at once:
+	// 1 when it plays alone (or is not seen to play beside others).
+	Screen int
+	// Playing is how many playheads play at once (at least 1).
+	Playing int
+	// Born is when the playhead was first seen.
+	Born time.Time
+}
+
+// Fetched records a fetch of position p at time now and tells which
+// playhead made it and how many play at once.
+func (t *Tracker) Fetched(p Position, now time.Time, r Rules) Fetch {
+	ns := now.UnixNano()
+	h := t.follow(p)
+	if h == nil {
+		h = t.add(ns)
+	}
+	h.before, h.movedAt = h.at, h.moved
+	if h.moves > 0 {
+		if t.last != 0 && t.last != h.serial && ns-h.moved <= int64(r.Within/4) {
+			// It moves again after another moved: it took its turn back.
+			h.turns[h.nturns%maxTurns] = ns
+			h.nturns++
+		}
+		if i, d := stepTo(h.at, p); d > 0 {
+			h.step[i], t.step[i] = d, d
+		}
+	}
+	h.at, h.moved = p, ns
+	h.moves++
+	t.last = h.serial
+	return t.rank(h, ns, r)
+}
+
+// stepTo is the move from a to b (b after a): the first number that
+// differs, and by how much.
+func stepTo(a, b Position) (i int, d uint64) {
+	for i = 0; i < int(min(a.len, b.len)); i++ {
+		if a.n[i] != b.n[i] {
+			return i, b.n[i] - a.n[i]
+		}
+	}
+	if b.len > a.len {
+		return i, b.n[i] + 1
+	}
+	return i, 0
+}
+
+// Undo takes back the move Fetched recorded for f, when the fetch was
+// refused: its playhead stays where it was (its turn still counts: it
+// tried to play).
+func (t *Tracker) Undo(f Fetch) {
+	for i := range t.heads {
+		if h := &t.heads[i]; h.serial == f.Head && h.moves > 0 {
+			h.moves--
+			if h.moves == 0 {
+				t.remove(i)
+			} else {
+				h.at, h.moved = h.before, h.movedAt
+			}
+			return
+		}
+	}
+}
+
+// follow returns the playhead a fetch of p moves on: of those behind p by
+// about a step (withinStep), the nearest (the most moved, then the
+// oldest, of those equally near); nil when there is none (the first
+// fetch, a seek, a second player).
+func (t *Tracker) follow(p Position) *head {
+	var best *head
+	for i := range t.heads {
+		h := &t.heads[i]
+		if h.at.Compare(p) >= 0 {
+			continue
+		}
+		n, d := stepTo(h.at, p)
+		scale := h.step[n]
+		if scale == 0 {
+			scale = t.step[n]
+		}
+		if !withinStep(d, scale) {
+			continue
+		}
+		if best == nil {
+			best = h
+			continue
+		}
+		switch c := h.at.Compare(best.at); {
+		case c > 0, c == 0 && h.moves > best.moves, c == 0 && h.moves == best.moves && h.serial < best.serial:
+			best = h
+		}
+	}
+	return best
+}
+
+// add starts following a new playhead, forgetting the one that moved
+// least recently when MaxHeads are followed.
+func (t *Tracker) add(now int64) *head {
+	if len(t.heads) == MaxHeads {
+		stalest := 0
+		for i := range t.heads {
+			if t.heads[i].moved < t.heads[stalest].moved {
+				stalest = i
+			}
+		}
+		t.remove(stalest)
+	}
+	t.serial++
+	t.heads = append(t.heads, head{serial: t.serial, born: now})
+	return &t.heads[len(t.heads)-1]
+}
+
+func (t *Tracker) remove(i int) {
+	t.heads = append(t.heads[:i], t.heads[i+1:]...)
+}
+
+// rank tells where h stands among the playheads playing at once.
+func (t *Tracker) rank(h *head, now int64, r Rules) Fetch {
+	f := Fetch{Head: h.serial, Screen: 1, Playing: 1, Born: time.Unix(0, h.born)}
+	if !plays(h, now, r) {
+		return f
+	}
+	playing, older := 0, 0
+	for i := range t.heads {
+		o := &t.heads[i]
+		if plays(o, now, r) {
+			playing++
+			if o.serial < h.serial {
+				older++
+			}
+		}
+	}
+	if playing > 1 {
+		f.Screen, f.Playing = older+1, playing
+	}
+	return f
+}
+
+// plays reports whether h has taken its turn back often enough lately to
+// be a player beside others.
+func plays(h *head, now int64, r Rules) bool {
+	if r.Turns <= 0 {
+		return false
+	}
+	recent := 0
+	for i := range min(h.nturns, maxTurns) {
+		if now-h.turns[i] <= int64(r.Within) {
+			recent++
+		}
+	}
+	return recent >= min(r.Turns, maxTurns)
+}
+
+// Playing tells how many playheads play at once, as of now.
+func (t *Tracker) Playing(now time.Time, r Rules) int {
+	n := 0
+	for i := range t.heads {
+		if plays(&t.heads[i], now.UnixNano(), r) {
+			n++
+		}
+	}
+	return max(n, 1)
+}
+
+// Heads returns how many playheads are followed.
+func (t *Tracker) Heads() int { return len(t.heads) }
