@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"errors"
+	"hash/maphash"
 	"net/http"
 	pathpkg "path"
 	"strconv"
@@ -42,21 +43,21 @@ type screenLease struct {
 
 // fetched places a fetch of the stream's main track at p among its
 // playheads.
-func (ls *localStream) fetched(p playhead.Position, r playhead.Rules) playhead.Fetch {
+func (ls *localStream) fetched(p playhead.Position, client uint64, r playhead.Rules) playhead.Fetch {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.heads == nil {
 		ls.heads = new(playhead.Tracker)
 	}
-	return ls.heads.Fetched(p, now(), r)
+	return ls.heads.Fetched(p, client, now(), r)
 }
 
-// undo takes a refused fetch back.
-func (ls *localStream) undo(f playhead.Fetch) {
+// refused notes that a fetch was refused: its player stays one.
+func (ls *localStream) refused(f playhead.Fetch) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.heads != nil {
-		ls.heads.Undo(f)
+		ls.heads.Refused(f)
 	}
 }
 
@@ -111,7 +112,7 @@ func (h *Handler) oneScreen(w http.ResponseWriter, r *http.Request, ls *localStr
 	if !ok {
 		return false, nil // every fetch alike: nothing tells players apart
 	}
-	f := ls.fetched(pos, h.sharing)
+	f := ls.fetched(pos, clientHint(r, h.Client), h.sharing)
 	if f.Screen <= 1 {
 		return false, nil
 	}
@@ -131,11 +132,11 @@ func (h *Handler) oneScreen(w http.ResponseWriter, r *http.Request, ls *localStr
 		ls.screenHeld(id)
 		return false, nil
 	case errors.Is(err, lease.ErrRevoked):
-		ls.undo(f) // the screen was kicked or closed
+		ls.refused(f) // the screen was kicked or closed
 		return true, h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_revoked"})
 	case err != nil:
 		if h.OnStoreError == OnStoreErrorDeny {
-			ls.undo(f)
+			ls.refused(f)
 			return true, h.refuse(w, r, http.StatusServiceUnavailable, errorBody{Error: "store_unavailable"})
 		}
 		return false, nil
@@ -143,7 +144,7 @@ func (h *Handler) oneScreen(w http.ResponseWriter, r *http.Request, ls *localStr
 	if h.DryRun {
 		return false, h.overLimit(w, r, nil, ref.key, d, "stream_shared") // counted, marked, served
 	}
-	ls.undo(f)
+	ls.refused(f)
 	return true, h.overLimit(w, r, nil, ref.key, d, "stream_shared")
 }
 
@@ -161,3 +162,18 @@ func rangeStart(v string) int64 {
 	}
 	return n
 }
+
+// clientHint names, for package playhead, the client a request came from:
+// who reopen.go takes it for, hashed. It only tells which of the players
+// near one place made a fetch; it never counts one.
+func clientHint(r *http.Request, clientPlaceholder string) uint64 {
+	k := reopenKeyOf(r, "", clientPlaceholder)
+	var h maphash.Hash
+	h.SetSeed(hintSeed)
+	h.WriteString(k.client)
+	h.WriteByte(0)
+	h.WriteString(k.agent)
+	return h.Sum64() | 1 // never 0, which is "unknown"
+}
+
+var hintSeed = maphash.MakeSeed()

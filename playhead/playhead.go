@@ -13,6 +13,11 @@
 // (a playhead) and counts, for each, how often it took its turn back from
 // another one that had moved meanwhile: playheads that keep doing so are
 // players playing at once.
+//
+// Where several playheads could have made a fetch (players a segment
+// apart, at a live edge), the one whose last fetch came from the same
+// client (a hash of its address and User-Agent, say) makes it: a hint
+// that keeps each player itself, never a reason to count one more.
 package playhead
 
 import (
@@ -200,15 +205,18 @@ type Tracker struct {
 }
 
 type head struct {
-	serial     uint32
-	at, before Position
-	born       int64 // unix nanoseconds, as every time here
-	moved      int64
-	movedAt    int64 // moved, before the last move (for Undo)
-	moves      uint32
-	step       [maxNumbers + 1]uint64 // its last move, by the number it changed
-	turns      [maxTurns]int64        // when it took its turn back, a ring
-	nturns     int
+	serial uint32
+	at     Position
+	born   int64 // unix nanoseconds, as every time here
+	moved  int64
+	moves  uint32
+	step   [maxNumbers + 1]uint64 // its last move, by the number it changed
+	turns  [maxTurns]int64        // when it took its turn back, a ring
+	nturns int
+	client uint64 // who made its last fetch (a hint, see the package doc)
+	// refused is set when its last fetch was refused: its player will ask
+	// for that segment again, or skip it, and is still the same player.
+	refused bool
 }
 
 // Fetch is what a Tracker made of one fetch.
@@ -224,25 +232,25 @@ type Fetch struct {
 	Born time.Time
 }
 
-// Fetched records a fetch of position p at time now and tells which
-// playhead made it and how many play at once.
-func (t *Tracker) Fetched(p Position, now time.Time, r Rules) Fetch {
+// Fetched records a fetch of position p by client (0: unknown) at time
+// now and tells which playhead made it and how many play at once.
+func (t *Tracker) Fetched(p Position, client uint64, now time.Time, r Rules) Fetch {
 	ns := now.UnixNano()
-	h := t.follow(p)
+	h := t.follow(p, client)
 	if h == nil {
 		h = t.add(ns)
 	}
-	h.before, h.movedAt = h.at, h.moved
 	if h.moves > 0 {
 		if t.last != 0 && t.last != h.serial && ns-h.moved <= int64(r.Within/4) {
 			// It moves again after another moved: it took its turn back.
 			h.turns[h.nturns%maxTurns] = ns
 			h.nturns++
 		}
-		if i, d := stepTo(h.at, p); d > 0 {
+		if i, d := stepTo(h.at, p); d > 0 && !h.refused {
 			h.step[i], t.step[i] = d, d
 		}
 	}
+	h.refused, h.client = false, client
 	h.at, h.moved = p, ns
 	h.moves++
 	t.last = h.serial
@@ -263,32 +271,45 @@ func stepTo(a, b Position) (i int, d uint64) {
 	return i, 0
 }
 
-// Undo takes back the move Fetched recorded for f, when the fetch was
-// refused: its playhead stays where it was (its turn still counts: it
-// tried to play).
-func (t *Tracker) Undo(f Fetch) {
+// Refused records that the fetch f was refused. Its player is still
+// there: it will ask for the same segment again (a retry) or for the next
+// (it skips what it could not have), and either moves the same playhead,
+// until a fetch of it is served. (A playhead would otherwise be new on
+// each, seen playing only after its turns again.)
+func (t *Tracker) Refused(f Fetch) {
 	for i := range t.heads {
-		if h := &t.heads[i]; h.serial == f.Head && h.moves > 0 {
-			h.moves--
-			if h.moves == 0 {
-				t.remove(i)
-			} else {
-				h.at, h.moved = h.before, h.movedAt
-			}
-			return
+		if h := &t.heads[i]; h.serial == f.Head {
+			h.refused = true
 		}
 	}
 }
 
-// follow returns the playhead a fetch of p moves on: of those behind p by
-// about a step (withinStep), the nearest (the most moved, then the
-// oldest, of those equally near); nil when there is none (the first
-// fetch, a seek, a second player).
-func (t *Tracker) follow(p Position) *head {
+// follow returns the playhead a fetch of p by client moves on: one
+// behind p by about a step (withinStep), or a refused one that p asks
+// for again or skips to; of those, client's own first, then one not
+// refused, then the nearest, the most moved, the oldest. nil when there
+// is none (the first fetch, a seek, a second player).
+func (t *Tracker) follow(p Position, client uint64) *head {
 	var best *head
+	better := func(h *head) bool {
+		if mine, theirs := client != 0 && h.client == client, client != 0 && best.client == client; mine != theirs {
+			return mine
+		}
+		if h.refused != best.refused {
+			return !h.refused
+		}
+		switch c := h.at.Compare(best.at); {
+		case c != 0:
+			return c > 0
+		case h.moves != best.moves:
+			return h.moves > best.moves
+		}
+		return h.serial < best.serial
+	}
 	for i := range t.heads {
 		h := &t.heads[i]
-		if h.at.Compare(p) >= 0 {
+		switch c := h.at.Compare(p); {
+		case c > 0, c == 0 && !h.refused:
 			continue
 		}
 		n, d := stepTo(h.at, p)
@@ -296,15 +317,12 @@ func (t *Tracker) follow(p Position) *head {
 		if scale == 0 {
 			scale = t.step[n]
 		}
-		if !withinStep(d, scale) {
+		if h.refused && scale != 0 && d <= 2*scale+scale/2 {
+			// its player asks again, or skips the segment it was refused
+		} else if !withinStep(d, scale) {
 			continue
 		}
-		if best == nil {
-			best = h
-			continue
-		}
-		switch c := h.at.Compare(best.at); {
-		case c > 0, c == 0 && h.moves > best.moves, c == 0 && h.moves == best.moves && h.serial < best.serial:
+		if best == nil || better(h) {
 			best = h
 		}
 	}

@@ -80,7 +80,7 @@ func replay(t *testing.T, r Rules, players ...[]fetch) (most int, screens [][]in
 	start := time.Unix(1_800_000_000, 0)
 	most = 1
 	for _, f := range all {
-		got := tr.Fetched(f.pos, start.Add(f.at), r)
+		got := tr.Fetched(f.pos, 0, start.Add(f.at), r)
 		most = max(most, got.Playing)
 		screens[f.player][f.i] = got.Screen
 		if tr.Heads() > MaxHeads {
@@ -253,7 +253,7 @@ func TestDetectionIsQuick(t *testing.T) {
 	merged := append(append([]fetch{}, a...), b...)
 	sort.SliceStable(merged, func(i, j int) bool { return merged[i].at < merged[j].at })
 	for _, f := range merged {
-		if got := tr.Fetched(f.pos, start.Add(f.at), strict); got.Playing == 2 {
+		if got := tr.Fetched(f.pos, 0, start.Add(f.at), strict); got.Playing == 2 {
 			if late := f.at - 30*time.Second; late > 20*time.Second {
 				t.Errorf("two players seen %v after the second started", late)
 			}
@@ -263,20 +263,25 @@ func TestDetectionIsQuick(t *testing.T) {
 	t.Fatal("two players never seen")
 }
 
-func TestUndoKeepsThePlayheadWhereItWas(t *testing.T) {
+// TestARefusedPlayerStaysItself: a player refused a segment asks for it
+// again, or skips it, and is the same playhead either way (not a new one,
+// which would play until seen again).
+func TestARefusedPlayerStaysItself(t *testing.T) {
 	var tr Tracker
 	now := time.Unix(1_800_000_000, 0)
 	p := func(i int) Position { q, _ := Of(hlsName(i), -1); return q }
-	tr.Fetched(p(1), now, strict)
-	f := tr.Fetched(p(2), now, strict)
-	tr.Undo(f)
-	if got := tr.Fetched(p(2), now, strict); got.Head != f.Head || tr.Heads() != 1 {
-		t.Fatalf("after an undo, the refetch went to playhead %d of %d", got.Head, tr.Heads())
+	tr.Fetched(p(1), 0, now, strict)
+	f := tr.Fetched(p(2), 0, now, strict)
+	tr.Refused(f)
+	if got := tr.Fetched(p(2), 0, now, strict); got.Head != f.Head || tr.Heads() != 1 {
+		t.Fatalf("the retry went to playhead %d of %d", got.Head, tr.Heads())
 	}
-	g := tr.Fetched(p(0), now, strict) // a new playhead, then refused
-	tr.Undo(g)
-	if tr.Heads() != 1 {
-		t.Fatalf("an undone new playhead is still followed (%d)", tr.Heads())
+	tr.Refused(f)
+	if got := tr.Fetched(p(4), 0, now, strict); got.Head != f.Head || tr.Heads() != 1 {
+		t.Fatalf("the skip went to playhead %d of %d", got.Head, tr.Heads())
+	}
+	if got := tr.Fetched(p(4), 0, now, strict); got.Head == f.Head {
+		t.Fatal("a served playhead took a repeat of its own segment: a second player at the same place would never be seen")
 	}
 }
 
@@ -294,12 +299,12 @@ func FuzzTracker(f *testing.F) {
 				p.push(uint64(b))
 			}
 			now = now.Add(time.Duration(b) * 100 * time.Millisecond)
-			got := tr.Fetched(p, now, strict)
+			got := tr.Fetched(p, uint64(b%3), now, strict)
 			if got.Screen < 1 || got.Screen > got.Playing || got.Playing > MaxHeads || tr.Heads() > MaxHeads {
 				t.Fatalf("fetch %d: %+v with %d playheads", i, got, tr.Heads())
 			}
 			if b%5 == 0 {
-				tr.Undo(got)
+				tr.Refused(got)
 			}
 		}
 	})
