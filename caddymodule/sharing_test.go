@@ -162,9 +162,10 @@ func TestASharedScreenIsRefusedWithItsOwnError(t *testing.T) {
 			segs = append(segs, p.url("/flat/"+line))
 		}
 	}
-	get := func(u string) (int, errorBody) {
+	get := func(u, device string) (int, errorBody) {
 		req, _ := http.NewRequest(http.MethodGet, u, nil)
 		req.Header.Set("X-User-Id", user)
+		req.Header.Set("User-Agent", device)
 		r, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -176,12 +177,13 @@ func TestASharedScreenIsRefusedWithItsOwnError(t *testing.T) {
 		}
 		return r.StatusCode, e
 	}
-	// Two players, 20 segments apart, fetching turn by turn.
+	// Two players on two machines, 20 segments apart, fetching turn by
+	// turn.
 	for i := range 15 {
-		if code, e := get(segs[20+i]); code != http.StatusOK {
+		if code, e := get(segs[20+i], "first"); code != http.StatusOK {
 			t.Fatalf("the first player's segment %d: %d %+v", 20+i, code, e)
 		}
-		code, e := get(segs[i])
+		code, e := get(segs[i], "second")
 		if code == http.StatusOK {
 			continue
 		}

@@ -17,7 +17,10 @@
 // Where several playheads could have made a fetch (players a segment
 // apart, at a live edge), the one whose last fetch came from the same
 // client (a hash of its address and User-Agent, say) makes it: a hint
-// that keeps each player itself, never a reason to count one more.
+// that keeps each player itself, never a reason to count one more. And
+// playheads moved by one client turn by turn are that client's one
+// playback: a recorder fetching every rendition at once, two video tracks
+// of one player.
 package playhead
 
 import (
@@ -200,6 +203,7 @@ func withinStep(d, scale uint64) bool { return scale == 0 || d <= scale+scale/2 
 type Tracker struct {
 	heads  []head
 	last   uint32                 // the serial of the playhead that moved last (0: none)
+	lastBy uint64                 // the client that moved it
 	serial uint32                 // the last serial given
 	step   [maxNumbers + 1]uint64 // the stream's last move, by the number it changed
 }
@@ -241,7 +245,7 @@ func (t *Tracker) Fetched(p Position, client uint64, now time.Time, r Rules) Fet
 		h = t.add(ns)
 	}
 	if h.moves > 0 {
-		if t.last != 0 && t.last != h.serial && ns-h.moved <= int64(r.Within/4) {
+		if t.last != 0 && t.last != h.serial && (client == 0 || client != t.lastBy) && ns-h.moved <= int64(r.Within/4) {
 			// It moves again after another moved: it took its turn back.
 			h.turns[h.nturns%maxTurns] = ns
 			h.nturns++
@@ -253,7 +257,7 @@ func (t *Tracker) Fetched(p Position, client uint64, now time.Time, r Rules) Fet
 	h.refused, h.client = false, client
 	h.at, h.moved = p, ns
 	h.moves++
-	t.last = h.serial
+	t.last, t.lastBy = h.serial, client
 	return t.rank(h, ns, r)
 }
 

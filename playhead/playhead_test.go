@@ -309,3 +309,27 @@ func FuzzTracker(f *testing.F) {
 		}
 	})
 }
+
+// TestOneClientFetchingEveryRenditionIsOnePlayback: a recorder (ffmpeg
+// with -map 0) fetches the same segment of every rendition turn by turn;
+// one client, one playback. Two clients doing the same are two.
+func TestOneClientFetchingEveryRenditionIsOnePlayback(t *testing.T) {
+	for _, c := range []struct {
+		clients []uint64
+		want    int
+	}{{[]uint64{7, 7}, 1}, {[]uint64{7, 8}, 2}} {
+		var tr Tracker
+		now := time.Unix(1_800_000_000, 0)
+		most := 1
+		for i := range 40 {
+			for k, client := range c.clients {
+				p, _ := Of(fmt.Sprintf("v%d/seg%03d.ts", k, i), -1)
+				most = max(most, tr.Fetched(p, client, now, strict).Playing)
+				now = now.Add(100 * time.Millisecond)
+			}
+		}
+		if most != c.want {
+			t.Errorf("clients %v fetching two renditions turn by turn: seen as %d, want %d", c.clients, most, c.want)
+		}
+	}
+}

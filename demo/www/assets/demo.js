@@ -169,9 +169,14 @@ class Screen {
 			const screens = (body.screens || [])
 				.map((sc) => `${sc.client || 'a screen'} since ${new Date(sc.started).toLocaleTimeString()}`)
 				.join('; ');
+			// stream_shared: this player plays a stream another screen
+			// plays too (its URL was passed on), and no slot is free for it.
+			const shared = body.error === 'stream_shared';
 			this.show('refused', {
-				title: 'Limit reached',
-				text: `${user} is already watching ${body.active ?? '?'} of ${body.limit ?? '?'} streams${screens ? ` (${screens})` : ''}. Close one and this screen starts.`,
+				title: shared ? 'Shared stream' : 'Limit reached',
+				text: shared
+					? `This stream is already playing on another screen, and ${user} has no stream of ${body.limit ?? '?'} free for this one${screens ? ` (${screens})` : ''}. Close one and this screen starts.`
+					: `${user} is already watching ${body.active ?? '?'} of ${body.limit ?? '?'} streams${screens ? ` (${screens})` : ''}. Close one and this screen starts.`,
 				detail: `429 ${body.error || ''} · Retry-After ${retryAfter} s`,
 			});
 			// The panel starts a waiting screen as soon as a slot is free;
