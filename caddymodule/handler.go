@@ -563,6 +563,12 @@ func (h *Handler) answerStart(w http.ResponseWriter, r *http.Request, next caddy
 // stream when a slot is free, and refuses a revoked one. ls is the stream's
 // state in this process, or nil.
 func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, ls *localStream, limit int) error {
+	if r.Method == http.MethodHead && (ls == nil || !ls.held()) {
+		// A probe that followed a start's redirect (a HEAD start takes no
+		// slot) or of a stream lapsed here: it carries no media, and takes
+		// or renews no slot; the origin's headers only.
+		return next.ServeHTTP(&headersOnly{ResponseWriter: w}, r)
+	}
 	if ls != nil {
 		fresh, revoked := ls.fresh(h.ttl())
 		if revoked {
