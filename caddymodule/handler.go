@@ -485,6 +485,9 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 			ref := streamRef{key, id}
 			if ls := h.zone.lookup(ref); ls != nil && ls.held() {
 				if _, revoked := ls.fresh(h.ttl()); !revoked {
+					if h.sharing.Turns > 0 {
+						ls.restart(clientHint(r, h.Client))
+					}
 					return h.answerStart(w, r, next, secret, ref, limit, false)
 				}
 			}

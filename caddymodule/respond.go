@@ -24,6 +24,7 @@ var denialReasons = map[string]string{
 	"stream_not_found":      "stream_not_found",
 	"stream_revoked":        "revoked",
 	"stream_shared":         "shared",
+	"stream_replaced":       "replaced",
 	"bad_limit":             "bad_limit",
 	"store_unavailable":     "store_error",
 }

@@ -19,9 +19,11 @@ import (
 // fetch (never by address). Every player beyond the first is a screen of
 // its own: it takes a slot of the user's, under an id of its own (a
 // screen lease, renewed while it fetches), and is refused when none is
-// free, while the first plays on. (A restart of the same title by the same
-// client continues its stream, reopen.go: the player of before, if it
-// still fetches, is one more player, counted as any other.)
+// free, while the first plays on. A restart of the same title by the same
+// client (a reload) continues its stream (reopen.go), and takes the place
+// of the player of before: if that one still fetches once the restarted
+// one plays (a reload whose old tab plays on), it gets 409
+// stream_replaced.
 
 // sharingRules are the playhead rules of a sharing strictness.
 func sharingRules(strictness string) playhead.Rules {
@@ -50,6 +52,23 @@ func (ls *localStream) fetched(p playhead.Position, client uint64, r playhead.Ru
 		ls.heads = new(playhead.Tracker)
 	}
 	return ls.heads.Fetched(p, client, now(), r)
+}
+
+// restart notes that client opened the stream's title again.
+func (ls *localStream) restart(client uint64) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.restarted = now()
+	if ls.heads != nil {
+		ls.heads.Restart(ls.restarted, client)
+	}
+}
+
+// restartedAt is when the stream's client last opened its title again.
+func (ls *localStream) restartedAt() time.Time {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.restarted
 }
 
 // refused notes that a fetch was refused: its player stays one.
@@ -113,6 +132,13 @@ func (h *Handler) oneScreen(w http.ResponseWriter, r *http.Request, ls *localStr
 		return false, nil // every fetch alike: nothing tells players apart
 	}
 	f := ls.fetched(pos, clientHint(r, h.Client), h.sharing)
+	if f.Replaced {
+		ls.refused(f)
+		// It names the screen that took its place: when it started again
+		// and on what kind of client.
+		return true, h.refuse(w, r, http.StatusConflict, errorBody{Error: "stream_replaced",
+			Screens: []screenBody{{Started: ls.restartedAt().UTC().Format(time.RFC3339), Client: ls.clientKind()}}})
+	}
 	if f.Screen <= 1 {
 		return false, nil
 	}

@@ -57,9 +57,10 @@ type localStream struct {
 	// screens are the slots its players beyond the first hold (screens.go).
 	heads     *playhead.Tracker
 	screens   []screenLease
-	revoked   bool   // closed, kicked or evicted: refuse it, cut it
-	client    string // what kind of client started it, coarsely (clientKind)
-	ended     bool   // its connection ended or it was closed: renew nothing more
+	restarted time.Time // when its client last opened its title again
+	revoked   bool      // closed, kicked or evicted: refuse it, cut it
+	client    string    // what kind of client started it, coarsely (clientKind)
+	ended     bool      // its connection ended or it was closed: renew nothing more
 	keepalive *time.Timer
 	// failedAt and failure are the last renewal that could not reach the
 	// store.

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -264,4 +265,51 @@ func allTrue(b []bool) bool {
 		}
 	}
 	return true
+}
+
+// TestAReloadReplacesTheOldPlayer: at the limit, a page is reloaded while
+// its old player still fetches (an old tab left playing). The reload
+// continues the stream at once; once its player has played two segments,
+// the old player's next fetches get 409 stream_replaced, naming the screen
+// that took its place, and the reloaded one plays on. Both stores.
+func TestAReloadReplacesTheOldPlayer(t *testing.T) {
+	needFFmpeg(t)
+	onEachStore(t, func(t *testing.T, store, storeBlock string) {
+		o := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
+		p := mediaSiteWith(t, o.Addr, "limit 1\n"+storeBlock)
+		const user, browser = "reloader", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+		old := newSimPlayer(t, p, user, browser)
+		if !old.open() {
+			t.Fatalf("open: %v", old.refused)
+		}
+		for i := range 10 {
+			old.get(http.MethodGet, old.segments[0][i])
+		}
+		reloaded := newSimPlayer(t, p, user, browser)
+		if !reloaded.open() {
+			t.Fatalf("the reload at the limit: %v", reloaded.refused)
+		}
+		replacedAt := -1
+		for i := range 10 {
+			if code, _ := reloaded.get(http.MethodGet, reloaded.segments[0][i]); code != http.StatusOK {
+				t.Fatalf("the reloaded player's segment %d: %v", i, reloaded.refused)
+			}
+			code, body := old.get(http.MethodGet, old.segments[0][10+i])
+			if code == http.StatusOK {
+				continue
+			}
+			var e errorBody
+			json.Unmarshal([]byte(body), &e)
+			if code != http.StatusConflict || e.Error != "stream_replaced" || len(e.Screens) != 1 || e.Screens[0].Client != "Chrome on Linux" {
+				t.Fatalf("the old player's refusal: %d %s", code, body)
+			}
+			if replacedAt < 0 {
+				replacedAt = i
+			}
+		}
+		if replacedAt < 0 || replacedAt > 3 {
+			t.Fatalf("the old player was replaced after %d of the reloaded player's segments, want within 3", replacedAt)
+		}
+		t.Logf("the old player got 409 stream_replaced at its fetch beside the reloaded player's segment %d", replacedAt)
+	})
 }

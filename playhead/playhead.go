@@ -206,6 +206,10 @@ type Tracker struct {
 	lastBy uint64                 // the client that moved it
 	serial uint32                 // the last serial given
 	step   [maxNumbers + 1]uint64 // the stream's last move, by the number it changed
+	// restartAt and restartBy are when and by which client the title was
+	// last opened again (Restart).
+	restartAt int64
+	restartBy uint64
 }
 
 type head struct {
@@ -221,6 +225,12 @@ type head struct {
 	// refused is set when its last fetch was refused: its player will ask
 	// for that segment again, or skip it, and is still the same player.
 	refused bool
+	// stale marks a playhead its client had before it opened the title
+	// again, until it has moved twice since (the same player, which read
+	// its manifest again) or a playhead of the restart has (its player
+	// was restarted: Fetch.Replaced).
+	stale      bool
+	staleMoves uint8
 }
 
 // Fetch is what a Tracker made of one fetch.
@@ -234,6 +244,38 @@ type Fetch struct {
 	Playing int
 	// Born is when the playhead was first seen.
 	Born time.Time
+	// Replaced says the fetch is of a player its client has restarted
+	// (Restart): the restarted one plays, this one still fetches.
+	Replaced bool
+}
+
+// Restart records that client opened the title again at now (a reload, a
+// player starting over): its playheads of before are stale. One that moves
+// on after a playhead of the restart has moved twice is the player the
+// restart replaced (a reload whose old page still plays); one that moves
+// twice first was the same player reading its manifest again.
+func (t *Tracker) Restart(now time.Time, client uint64) {
+	if client == 0 {
+		return
+	}
+	t.restartAt, t.restartBy = now.UnixNano(), client
+	for i := range t.heads {
+		if h := &t.heads[i]; h.client == client {
+			h.stale, h.staleMoves = true, 0
+		}
+	}
+}
+
+// restarted is how far the restart's playheads have got: the most moves
+// of one of them.
+func (t *Tracker) restarted() uint32 {
+	var most uint32
+	for i := range t.heads {
+		if h := &t.heads[i]; !h.stale && h.client == t.restartBy && h.born >= t.restartAt {
+			most = max(most, h.moves)
+		}
+	}
+	return most
 }
 
 // Fetched records a fetch of position p by client (0: unknown) at time
@@ -258,7 +300,15 @@ func (t *Tracker) Fetched(p Position, client uint64, now time.Time, r Rules) Fet
 	h.at, h.moved = p, ns
 	h.moves++
 	t.last, t.lastBy = h.serial, client
-	return t.rank(h, ns, r)
+	f := t.rank(h, ns, r)
+	if h.stale {
+		if t.restarted() >= 2 {
+			f.Replaced = true
+		} else if h.staleMoves++; h.staleMoves >= 2 {
+			h.stale = false
+		}
+	}
+	return f
 }
 
 // stepTo is the move from a to b (b after a): the first number that
@@ -298,6 +348,9 @@ func (t *Tracker) follow(p Position, client uint64) *head {
 	better := func(h *head) bool {
 		if mine, theirs := client != 0 && h.client == client, client != 0 && best.client == client; mine != theirs {
 			return mine
+		}
+		if h.stale != best.stale {
+			return !h.stale // a restart's player before the one it replaced
 		}
 		if h.refused != best.refused {
 			return !h.refused

@@ -333,3 +333,49 @@ func TestOneClientFetchingEveryRenditionIsOnePlayback(t *testing.T) {
 		}
 	}
 }
+
+// TestARestartReplacesTheOldPlayer: a client opens its title again. A
+// reload whose old page still plays: once the new player has moved twice,
+// the old one's fetches are Replaced. A player that read its manifest
+// again and plays on (ffmpeg's DASH demuxer, a live refresh): never.
+func TestARestartReplacesTheOldPlayer(t *testing.T) {
+	p := func(i int) Position { q, _ := Of(hlsName(i), -1); return q }
+	now := time.Unix(1_800_000_000, 0)
+	tick := func() time.Time { now = now.Add(100 * time.Millisecond); return now }
+	const me, other = 7, 8
+
+	var tr Tracker
+	for i := range 20 {
+		tr.Fetched(p(i), me, tick(), strict)
+	}
+	tr.Restart(tick(), me)
+	replaced := 0
+	for i := range 10 {
+		if f := tr.Fetched(p(i), me, tick(), strict); f.Replaced {
+			t.Fatalf("the restarted player's fetch %d was taken for the old one", i)
+		}
+		if f := tr.Fetched(p(20+i), me, tick(), strict); f.Replaced {
+			replaced++
+		} else if i >= 2 {
+			t.Errorf("the old page's fetch %d after the reload was not replaced", 20+i)
+		}
+	}
+	if replaced == 0 {
+		t.Fatal("the old page played on beside its reload")
+	}
+
+	var again Tracker
+	for i := range 20 {
+		again.Fetched(p(i), me, tick(), strict)
+	}
+	again.Restart(tick(), me)
+	for i := 20; i < 60; i++ {
+		if f := again.Fetched(p(i), me, tick(), strict); f.Replaced {
+			t.Fatalf("a player that read its manifest again was replaced at its fetch %d", i)
+		}
+		// another machine's player on the stream is not this client's restart
+		if f := again.Fetched(p(i-15), other, tick(), strict); f.Replaced {
+			t.Fatalf("another client's player was replaced at its fetch %d", i-15)
+		}
+	}
+}
