@@ -118,6 +118,7 @@ func TestHonestViewersAreNeverRefused(t *testing.T) {
 		const user = "family"
 		const media = 10 * time.Minute
 		counts := map[string]int{}
+		seed := map[string]uint64{"memory": 14, "redis": 16}[store] // two of the seeds tried (14 to 22: all 0)
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		var players []*simPlayer
@@ -127,11 +128,15 @@ func TestHonestViewersAreNeverRefused(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(d), 14))
+				rng := rand.New(rand.NewPCG(uint64(d), seed))
 				if !sp.open() {
 					return
 				}
-				note := func(what string) { mu.Lock(); counts[what]++; mu.Unlock() }
+				note := func(what string) {
+					mu.Lock()
+					counts[what]++
+					mu.Unlock()
+				}
 				rendition, i := 0, 0
 				for played := time.Duration(0); played < media; played += 2 * time.Second {
 					switch roll := rng.IntN(100); {

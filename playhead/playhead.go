@@ -250,20 +250,34 @@ type Fetch struct {
 }
 
 // Restart records that client opened the title again at now (a reload, a
-// player starting over): its playheads of before are stale. One that moves
-// on after a playhead of the restart has moved twice is the player the
-// restart replaced (a reload whose old page still plays); one that moves
-// twice first was the same player reading its manifest again.
+// player starting over): the playhead it moved last is stale, and its
+// others, places it left before, are forgotten. The stale one, if it moves
+// on after a playhead of the restart has moved twice, is the player the
+// restart replaced (a reload whose old page still plays); if it moves
+// twice first, it was the same player reading its manifest again.
 func (t *Tracker) Restart(now time.Time, client uint64) {
 	if client == 0 {
 		return
 	}
 	t.restartAt, t.restartBy = now.UnixNano(), client
+	last := -1
 	for i := range t.heads {
-		if h := &t.heads[i]; h.client == client {
-			h.stale, h.staleMoves = true, 0
+		if h := &t.heads[i]; h.client == client && (last < 0 || h.moved > t.heads[last].moved) {
+			last = i
 		}
 	}
+	if last < 0 {
+		return
+	}
+	t.heads[last].stale, t.heads[last].staleMoves = true, 0
+	kept := t.heads[:0]
+	for _, h := range t.heads {
+		if h.client != client || h.stale {
+			kept = append(kept, h)
+		}
+	}
+	clear(t.heads[len(kept):])
+	t.heads = kept
 }
 
 // restarted is how far the restart's playheads have got: the most moves
@@ -301,14 +315,44 @@ func (t *Tracker) Fetched(p Position, client uint64, now time.Time, r Rules) Fet
 	h.moves++
 	t.last, t.lastBy = h.serial, client
 	f := t.rank(h, ns, r)
-	if h.stale {
-		if t.restarted() >= 2 {
-			f.Replaced = true
-		} else if h.staleMoves++; h.staleMoves >= 2 {
+	switch {
+	case h.stale && t.restarted() >= 2:
+		f.Replaced = true
+	case h.stale:
+		if h.staleMoves++; h.staleMoves >= 2 {
 			h.stale = false
 		}
+	case t.restartAt != 0 && h.client == t.restartBy && h.born >= t.restartAt:
+		// The restarted player has played on and the one before did not
+		// fetch meanwhile, or the restarted one has come by its place: it
+		// is gone (a reload's old page), its place nobody's.
+		t.forgetStale(h.moves >= abandonedAfter, h.at)
 	}
 	return f
+}
+
+// abandonedAfter is how many fetches of a restarted player show that the
+// player before it is gone, if it fetched none meanwhile.
+const abandonedAfter = 6
+
+// forgetStale forgets the playheads of before the restart that have not
+// moved since: all of them when abandoned, else those at or behind
+// passed.
+func (t *Tracker) forgetStale(abandoned bool, passed Position) {
+	kept := t.heads[:0]
+	for _, h := range t.heads {
+		if !h.stale || h.moved >= t.restartAt || !abandoned && h.at.Compare(passed) > 0 {
+			kept = append(kept, h)
+		}
+	}
+	clear(t.heads[len(kept):])
+	t.heads = kept
+	for _, h := range t.heads {
+		if h.stale {
+			return
+		}
+	}
+	t.restartAt, t.restartBy = 0, 0 // nothing left of before the restart
 }
 
 // stepTo is the move from a to b (b after a): the first number that

@@ -379,3 +379,31 @@ func TestARestartReplacesTheOldPlayer(t *testing.T) {
 		}
 	}
 }
+
+// TestAReloadedPlayerComesByItsOldPlace: after a reload whose old page is
+// gone, the new player plays through the place the old one had reached,
+// and seeks just past it: never Replaced.
+func TestAReloadedPlayerComesByItsOldPlace(t *testing.T) {
+	p := func(i int) Position { q, _ := Of(hlsName(i), -1); return q }
+	now := time.Unix(1_800_000_000, 0)
+	var tr Tracker
+	for i := range 20 {
+		tr.Fetched(p(i), 7, now, strict)
+		now = now.Add(100 * time.Millisecond)
+	}
+	tr.Restart(now, 7)
+	for _, i := range append(seq(0, 30), seq(20, 25)...) {
+		now = now.Add(100 * time.Millisecond)
+		if f := tr.Fetched(p(i), 7, now, strict); f.Replaced {
+			t.Fatalf("the reloaded player was taken for its old page at segment %d", i)
+		}
+	}
+}
+
+func seq(from, to int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}

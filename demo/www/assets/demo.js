@@ -182,6 +182,15 @@ class Screen {
 			// The panel starts a waiting screen as soon as a slot is free;
 			// this is the fallback the server asked for.
 			this.retryTimer = setTimeout(() => this.state === 'refused' && this.start(), retryAfter * 1000);
+		} else if (status === 409 && body.error === 'stream_replaced') {
+			// The same device opened this title again (a reload, another
+			// tab): that player plays it now, and this one stops.
+			const by = (body.screens || [])[0];
+			this.show('revoked', {
+				title: 'Playing elsewhere',
+				text: `This title was opened again on this device${by ? ` (${by.client || 'a screen'}, at ${new Date(by.started).toLocaleTimeString()})` : ''}; it plays there now.`,
+				detail: `409 ${body.error}`,
+			});
 		} else if (status === 409) {
 			this.show('revoked', {
 				title: 'Stream ended',
