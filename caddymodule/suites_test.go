@@ -191,76 +191,87 @@ func TestHonestViewersAreNeverRefused(t *testing.T) {
 }
 
 // TestSharersNeverOutnumberTheLimit: one user, limit 3, plays the ABR
-// title on one device and passes the playlist URL its player was given to
-// 1, 2, ... 10 other machines, whose players play it too, starting a
-// moment apart. At most 3 players play the whole title; every player
-// beyond is refused within its first 10 segments; in the second half of
-// the title, never more than 3 are served.
+// title on one device, and 1, 2, ... 10 other machines play it too,
+// starting a moment apart: every other one with the playlist URL the
+// first device's player was given (a shared stream), the rest opening the
+// title themselves with the user's credentials (a shared account). The
+// first device plays the whole title; at most 3 players do; every other is
+// refused within its first 10 segments; in the title's second half, never
+// more than 3 are served. Both stores.
 func TestSharersNeverOutnumberTheLimit(t *testing.T) {
 	needFFmpeg(t)
-	o := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
-	p := mediaSiteWith(t, o.Addr, "limit 3")
-	for extra := 1; extra <= 10; extra++ {
-		t.Run(fmt.Sprintf("%d extra", extra), func(t *testing.T) {
-			user := fmt.Sprintf("sharing-%d", extra)
-			owner := newSimPlayer(t, p, user, "owner")
-			if !owner.open() {
-				t.Fatalf("open: %v", owner.refused)
-			}
-			shared := owner.segments[0]
-			players := []*simPlayer{owner}
-			for k := range extra {
-				sp := newSimPlayer(t, p, user, fmt.Sprintf("machine-%d", k))
-				players = append(players, sp)
-			}
-			served := make([][]bool, len(players))
-			var wg sync.WaitGroup
-			for k, sp := range players {
-				served[k] = make([]bool, len(shared))
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					time.Sleep(time.Duration(k) * 3 * suitePace) // each gets the URL a moment later
-					for i, seg := range shared {
-						code, _ := sp.get(http.MethodGet, seg)
-						served[k][i] = code == http.StatusOK
-						time.Sleep(suitePace)
-					}
-				}()
-			}
-			wg.Wait()
-			whole, lateMost := 0, 0
-			for k := range players {
-				n := 0
-				for _, ok := range served[k] {
-					if ok {
-						n++
-					}
+	onEachStore(t, func(t *testing.T, store, storeBlock string) {
+		o := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
+		p := mediaSiteWith(t, o.Addr, "limit 3\n"+storeBlock)
+		for extra := 1; extra <= 10; extra++ {
+			t.Run(fmt.Sprintf("%d extra", extra), func(t *testing.T) {
+				user := fmt.Sprintf("sharing-%d", extra)
+				owner := newSimPlayer(t, p, user, "owner")
+				if !owner.open() {
+					t.Fatalf("open: %v", owner.refused)
 				}
-				if n == len(shared) {
-					whole++
-				} else if n > 10 {
-					t.Errorf("player %d beyond the limit was served %d segments", k, n)
+				shared := owner.segments[0]
+				players := []*simPlayer{owner}
+				for k := range extra {
+					players = append(players, newSimPlayer(t, p, user, fmt.Sprintf("machine-%d", k)))
 				}
-			}
-			for i := len(shared) / 2; i < len(shared); i++ {
-				at := 0
+				served := make([][]bool, len(players))
+				var wg sync.WaitGroup
+				for k, sp := range players {
+					served[k] = make([]bool, len(shared))
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						time.Sleep(time.Duration(k) * 3 * suitePace) // each gets the URL a moment later
+						segs := shared
+						if k%2 == 0 && k > 0 {
+							// A shared account: this machine opens the title itself.
+							if !sp.open() {
+								return // refused at the limit
+							}
+							segs = sp.segments[0]
+						}
+						for i, seg := range segs {
+							code, _ := sp.get(http.MethodGet, seg)
+							served[k][i] = code == http.StatusOK
+							time.Sleep(suitePace)
+						}
+					}()
+				}
+				wg.Wait()
+				whole, lateMost := 0, 0
 				for k := range players {
-					if served[k][i] {
-						at++
+					n := 0
+					for _, ok := range served[k] {
+						if ok {
+							n++
+						}
+					}
+					if n == len(shared) {
+						whole++
+					} else if n > 10 {
+						t.Errorf("player %d beyond the limit was served %d segments", k, n)
 					}
 				}
-				lateMost = max(lateMost, at)
-			}
-			if !allTrue(served[0]) {
-				t.Error("the first player was refused")
-			}
-			if want := min(extra+1, 3); whole != want || lateMost > 3 {
-				t.Errorf("%d players played the whole title (want %d), at most %d at once in its second half (limit 3)", whole, want, lateMost)
-			}
-			t.Logf("%d players on one stream: %d played the title, at most %d at once in its second half", extra+1, whole, lateMost)
-		})
-	}
+				for i := len(shared) / 2; i < len(shared); i++ {
+					at := 0
+					for k := range players {
+						if served[k][i] {
+							at++
+						}
+					}
+					lateMost = max(lateMost, at)
+				}
+				if !allTrue(served[0]) {
+					t.Error("the first player was refused")
+				}
+				if want := min(extra+1, 3); whole != want || lateMost > 3 {
+					t.Errorf("%d players played the whole title (want %d), at most %d at once in its second half (limit 3)", whole, want, lateMost)
+				}
+				t.Logf("%d players: %d played the title, at most %d at once in its second half", extra+1, whole, lateMost)
+			})
+		}
+	})
 }
 
 func allTrue(b []bool) bool {
