@@ -52,17 +52,22 @@ type reopens struct {
 // address (client_ip, which honours trusted_proxies) and User-Agent.
 func reopenKeyOf(r *http.Request, user, clientPlaceholder string) reopenKey {
 	k := reopenKey{user: user, path: path.Clean(r.URL.Path)}
+	k.client, k.agent = clientOf(r, clientPlaceholder)
+	return k
+}
+
+// clientOf names the client a request came from: the client placeholder's
+// expansion, or else its address and User-Agent.
+func clientOf(r *http.Request, clientPlaceholder string) (client, agent string) {
 	if clientPlaceholder != "" {
 		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		k.client = repl.ReplaceAll(clientPlaceholder, "")
-		return k
+		return repl.ReplaceAll(clientPlaceholder, ""), ""
 	}
-	k.client, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if k.client == "" {
-		k.client, _, _ = net.SplitHostPort(r.RemoteAddr)
+	client, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if client == "" {
+		client, _, _ = net.SplitHostPort(r.RemoteAddr)
 	}
-	k.agent = r.UserAgent()
-	return k
+	return client, r.UserAgent()
 }
 
 // remember notes that k started stream id, for window.

@@ -193,12 +193,12 @@ func rangeStart(v string) int64 {
 // who reopen.go takes it for, hashed. It only tells which of the players
 // near one place made a fetch; it never counts one.
 func clientHint(r *http.Request, clientPlaceholder string) uint64 {
-	k := reopenKeyOf(r, "", clientPlaceholder)
+	client, agent := clientOf(r, clientPlaceholder)
 	var h maphash.Hash
 	h.SetSeed(hintSeed)
-	h.WriteString(k.client)
+	h.WriteString(client)
 	h.WriteByte(0)
-	h.WriteString(k.agent)
+	h.WriteString(agent)
 	return h.Sum64() | 1 // never 0, which is "unknown"
 }
 

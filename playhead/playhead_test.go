@@ -407,3 +407,22 @@ func seq(from, to int) []int {
 	}
 	return out
 }
+
+// BenchmarkFetched is one segment fetch of a stream's one player: the
+// position read from the name, then placed.
+func BenchmarkFetched(b *testing.B) {
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = hlsName(i)
+	}
+	var tr Tracker
+	now := time.Unix(1_800_000_000, 0)
+	b.ReportAllocs()
+	for i := range b.N {
+		p, _ := Of(names[i%len(names)], -1)
+		if i%len(names) == 0 {
+			tr = Tracker{}
+		}
+		tr.Fetched(p, 7, now, strict)
+	}
+}
