@@ -213,11 +213,28 @@ func (ls *localStream) resume() {
 	}
 }
 
+// renewBeside has the keepalive renew the stream now, beside the request
+// that found its renewal due (once: a renewal already asked for covers
+// the requests that come meanwhile).
+func (ls *localStream) renewBeside() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.ended || ls.revoked || ls.renewNow {
+		return
+	}
+	ls.renewNow = true
+	if ls.keepalive != nil {
+		ls.keepalive.Reset(0)
+	} else {
+		ls.keepalive = time.AfterFunc(0, ls.keepAlive)
+	}
+}
+
 // stopKeepalive lets the keepalive lapse: the stream's next request starts
 // a new one.
 func (ls *localStream) stopKeepalive() {
 	ls.mu.Lock()
-	ls.keepalive = nil
+	ls.keepalive, ls.renewNow = nil, false
 	ls.mu.Unlock()
 }
 

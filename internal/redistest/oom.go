@@ -17,17 +17,22 @@ func StartTight(t testing.TB) *Server {
 }
 
 // Fill writes to a server started by StartTight until Redis refuses even a
-// small write.
+// small write. Called again, it fills what Redis has freed since.
 func (s *Server) Fill(t testing.TB) {
 	t.Helper()
 	// The client stays open until the test ends: closing it would free its
 	// buffers, and with them room for a few more writes.
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, PoolSize: 1})
-	t.Cleanup(func() { c.Close() })
+	if s.filler == nil {
+		s.filler = redis.NewClient(&redis.Options{Addr: s.Addr, PoolSize: 1})
+		filler := s.filler
+		t.Cleanup(func() { filler.Close() })
+	}
+	c := s.filler
 	ctx := context.Background()
 	// Ever smaller values: a refused large SET frees its own buffer and
 	// leaves room for a smaller one.
-	n := 0
+	n := s.filled
+	defer func() { s.filled = n }()
 	for size := 64 << 10; size >= 1; size /= 4 {
 		for ; ; n++ {
 			err := c.Set(ctx, fmt.Sprint("filler:", n), strings.Repeat("x", size), 0).Err()
@@ -37,7 +42,7 @@ func (s *Server) Fill(t testing.TB) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n > 100000 {
+			if n > s.filled+100000 {
 				t.Fatal("Redis never ran out of memory")
 			}
 		}

@@ -29,6 +29,10 @@ type Server struct {
 	dir  string
 	args []string
 	cmd  *exec.Cmd
+	// filler is Fill's client, one for every Fill: each new connection
+	// would take memory of its own.
+	filler *redis.Client
+	filled int // the keys Fill has written
 }
 
 // Available reports whether redis-server can be run here; tests skip
