@@ -1,12 +1,10 @@
 package caddymodule
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os/exec"
 	"strings"
 	"sync"
@@ -61,24 +59,11 @@ func TestSharedURLIsCountedAsScreens(t *testing.T) {
 
 		// The owner's page opens the title and hands its player the
 		// rendition it chose: a playlist URL that carries the stream.
-		resp, body := p.do(http.MethodGet, "/renditions/master.m3u8", user)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("start: %s", resp.Status)
+		page := newSimPlayer(t, p, user, "owner's page")
+		if !page.open() || !strings.Contains(page.variants[0], "stream_id=") {
+			t.Fatalf("no tokenized variant: %v %v", page.variants, page.refused)
 		}
-		var variant string
-		for line := range strings.SplitSeq(body, "\n") {
-			if line != "" && !strings.HasPrefix(line, "#") {
-				variant = line
-				break
-			}
-		}
-		base, _ := url.Parse(p.url("/renditions/master.m3u8"))
-		ref, err := url.Parse(variant)
-		if err != nil || !strings.Contains(variant, "stream_id=") {
-			t.Fatalf("no tokenized variant in the master: %q", body)
-		}
-		shared := base.ResolveReference(ref).String()
-		segments := strings.Count(fetchBody(t, shared, user), "#EXTINF")
+		shared, segments := page.variants[0], len(page.segments[0])
 
 		play := func(ua string) *exec.Cmd {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -128,62 +113,32 @@ func TestSharedURLIsCountedAsScreens(t *testing.T) {
 	})
 }
 
-// fetchBody GETs url as user and returns the body.
-func fetchBody(t *testing.T, url, user string) string {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("X-User-Id", user)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		b.WriteString(sc.Text() + "\n")
-	}
-	return b.String()
-}
-
 // TestASharedScreenIsRefusedWithItsOwnError: past the limit, a player on
 // a shared stream is answered 429 with the error stream_shared, the limit,
 // and the user's screens; the first player is not.
 func TestASharedScreenIsRefusedWithItsOwnError(t *testing.T) {
 	p := mediaSite(t, "limit 1")
 	const user = "one-screen"
-	resp, body := p.do(http.MethodGet, "/flat/index.m3u8", user)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("start: %s", resp.Status)
+	first, second := newSimPlayer(t, p, user, "first"), newSimPlayer(t, p, user, "second")
+	if !first.open() {
+		t.Fatalf("start: %v", first.refused)
 	}
-	var segs []string
-	for line := range strings.SplitSeq(body, "\n") {
-		if strings.HasSuffix(line, ".ts") {
-			segs = append(segs, p.url("/flat/"+line))
-		}
-	}
-	get := func(u, device string) (int, errorBody) {
-		req, _ := http.NewRequest(http.MethodGet, u, nil)
-		req.Header.Set("X-User-Id", user)
-		req.Header.Set("User-Agent", device)
-		r, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Body.Close()
+	segs := first.segments[0]
+	get := func(sp *simPlayer, u string) (int, errorBody) {
+		code, body := sp.get(http.MethodGet, u)
 		var e errorBody
-		if r.StatusCode != http.StatusOK {
-			json.NewDecoder(r.Body).Decode(&e)
+		if code != http.StatusOK {
+			json.Unmarshal([]byte(body), &e)
 		}
-		return r.StatusCode, e
+		return code, e
 	}
 	// Two players on two machines, 20 segments apart, fetching turn by
 	// turn.
 	for i := range 15 {
-		if code, e := get(segs[20+i], "first"); code != http.StatusOK {
+		if code, e := get(first, segs[20+i]); code != http.StatusOK {
 			t.Fatalf("the first player's segment %d: %d %+v", 20+i, code, e)
 		}
-		code, e := get(segs[i], "second")
+		code, e := get(second, segs[i])
 		if code == http.StatusOK {
 			continue
 		}

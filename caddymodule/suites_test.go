@@ -11,9 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
-	"github.com/streamlimit/caddy-streamlimit/internal/testmedia"
 )
 
 // The two suites of docs/GUARANTEES.md ("Measured: honest viewers and
@@ -111,10 +108,8 @@ func uriLines(body string) []string {
 // a probe (HEAD) before a reload, and a new start from the beginning at
 // the end of the title. Not one request is refused. Both stores.
 func TestHonestViewersAreNeverRefused(t *testing.T) {
-	needFFmpeg(t)
 	onEachStore(t, func(t *testing.T, store, storeBlock string) {
-		o := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
-		p := mediaSiteWith(t, o.Addr, "limit 3\n"+storeBlock)
+		p := mediaSite(t, "limit 3\n"+storeBlock)
 		const user = "family"
 		const media = 10 * time.Minute
 		counts := map[string]int{}
@@ -199,10 +194,8 @@ func TestHonestViewersAreNeverRefused(t *testing.T) {
 // refused within its first 10 segments; in the title's second half, never
 // more than 3 are served. Both stores.
 func TestSharersNeverOutnumberTheLimit(t *testing.T) {
-	needFFmpeg(t)
 	onEachStore(t, func(t *testing.T, store, storeBlock string) {
-		o := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
-		p := mediaSiteWith(t, o.Addr, "limit 3\n"+storeBlock)
+		p := mediaSite(t, "limit 3\n"+storeBlock)
 		for extra := 1; extra <= 10; extra++ {
 			t.Run(fmt.Sprintf("%d extra", extra), func(t *testing.T) {
 				user := fmt.Sprintf("sharing-%d", extra)
@@ -289,10 +282,8 @@ func allTrue(b []bool) bool {
 // the old player's next fetches get 409 stream_replaced, naming the screen
 // that took its place, and the reloaded one plays on. Both stores.
 func TestAReloadReplacesTheOldPlayer(t *testing.T) {
-	needFFmpeg(t)
 	onEachStore(t, func(t *testing.T, store, storeBlock string) {
-		o := origintest.StartWith(t, testmedia.Origin(testmedia.Dir(t)))
-		p := mediaSiteWith(t, o.Addr, "limit 1\n"+storeBlock)
+		p := mediaSite(t, "limit 1\n"+storeBlock)
 		const user, browser = "reloader", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 		old := newSimPlayer(t, p, user, browser)
 		if !old.open() {
