@@ -580,16 +580,7 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 		if fresh {
 			return h.serve(w, r, next, ref, limit, false)
 		}
-		if ls.held() {
-			// Due, but the lease still runs: the request goes on at once,
-			// and the stream's keepalive renews beside it (a revocation the
-			// renewal finds cuts the request, as any of the stream's).
-			ls.renewBeside()
-			return h.serve(w, r, next, ref, limit, false)
-		}
-		// The lease lapsed here: its return waits for the store, which
-		// admits it again only into a free slot. One renewal at a time per
-		// stream. A request that arrives while
+		// One renewal at a time per stream. A request that arrives while
 		// another renews (audio beside video, a prefetch, the keepalive)
 		// does not ask the store again: while the slot is surely still the
 		// stream's it goes on at once (a revocation the renewal finds cuts

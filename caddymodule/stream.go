@@ -213,28 +213,11 @@ func (ls *localStream) resume() {
 	}
 }
 
-// renewBeside has the keepalive renew the stream now, beside the request
-// that found its renewal due (once: a renewal already asked for covers
-// the requests that come meanwhile).
-func (ls *localStream) renewBeside() {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if ls.ended || ls.revoked || ls.renewNow {
-		return
-	}
-	ls.renewNow = true
-	if ls.keepalive != nil {
-		ls.keepalive.Reset(0)
-	} else {
-		ls.keepalive = time.AfterFunc(0, ls.keepAlive)
-	}
-}
-
 // stopKeepalive lets the keepalive lapse: the stream's next request starts
 // a new one.
 func (ls *localStream) stopKeepalive() {
 	ls.mu.Lock()
-	ls.keepalive, ls.renewNow = nil, false
+	ls.keepalive = nil
 	ls.mu.Unlock()
 }
 
@@ -589,6 +572,11 @@ func (ls *localStream) keepAlive() {
 	case ls.keepalive == nil:
 	case len(ls.requests) > 0 || (err != nil && (ls.behind() || ls.renewNow)):
 		ls.keepalive.Reset(renewEvery(terms.ttl))
+	case err == nil && ls.behind():
+		// Media served while the store answered, by requests that found
+		// the keepalive running and so started none: carried too, when it
+		// is due.
+		ls.keepalive.Reset(ls.flushIn())
 	default:
 		ls.keepalive = nil // the lease covers the media served; nothing is in flight
 	}
