@@ -44,6 +44,7 @@ const DefaultKeyPrefix = "streamlimit:"
 // Lua script on one Cluster slot, timed by Redis's clock.
 type RedisStore struct {
 	client   redis.UniversalClient
+	batch    *batcher // acquires, renewals and releases
 	prefix   string
 	onExpire func(Key, Lease)
 }
@@ -67,7 +68,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 	if strings.ContainsAny(prefix, "{}") {
 		return nil, fmt.Errorf("key prefix %q: braces would break the Cluster hash tag", prefix)
 	}
-	return &RedisStore{client: client, prefix: prefix, onExpire: opts.OnExpire}, nil
+	return &RedisStore{client: client, batch: &batcher{client: client}, prefix: prefix, onExpire: opts.OnExpire}, nil
 }
 
 // tagEncoding turns any bytes into text with neither braces nor dots, so
@@ -109,7 +110,7 @@ func (s *RedisStore) Acquire(ctx context.Context, req AcquireRequest) (Decision,
 		return Decision{}, err
 	}
 	id, _ := packID(req.ID)
-	res, err := scriptAcquire.Run(ctx, s.client, s.keys(req.Key), acquireArgs(id, req)...).Slice()
+	res, err := s.batch.run(ctx, scriptAcquire, s.keys(req.Key), acquireArgs(id, req)...)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -151,7 +152,7 @@ func (s *RedisStore) Renew(ctx context.Context, key Key, id string, ttl time.Dur
 		return Lease{}, err
 	}
 	packed, _ := packID(id)
-	res, err := scriptRenew.Run(ctx, s.client, s.keys(key)[:2], packed, ttl.Milliseconds()).Slice()
+	res, err := s.batch.run(ctx, scriptRenew, s.keys(key)[:2], packed, ttl.Milliseconds())
 	if err != nil {
 		return Lease{}, err
 	}
@@ -187,7 +188,7 @@ func (s *RedisStore) remove(ctx context.Context, key Key, id string, tombstoneTT
 		return err
 	}
 	packed, _ := packID(id)
-	res, err := scriptRelease.Run(ctx, s.client, s.keys(key)[:2], packed, tombstoneTTL.Milliseconds(), MaxTombstones).Slice()
+	res, err := s.batch.run(ctx, scriptRelease, s.keys(key)[:2], packed, tombstoneTTL.Milliseconds(), MaxTombstones)
 	if err != nil {
 		return err
 	}

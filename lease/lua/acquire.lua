@@ -9,14 +9,13 @@
 local leases, tombs, limit_key = KEYS[1], KEYS[2], KEYS[3]
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local lapsed = lapsed_of(leases, now)
+local lapsed, live = leases_of(leases, now)
 
 if revoked(tombs, id, now) then
   prune(leases, tombs, now, lapsed)
   return {-1, 0, 0, 0, 0, 0, {}, lapsed}
 end
 local limit = tonumber(redis.call('GET', limit_key) or ARGV[3])
-local live = live_of(leases, now)
 
 -- Re-acquiring a live stream refreshes it; it takes no new slot.
 local member, expires = find(live, id)

@@ -40,14 +40,21 @@ local function started_of(member)
   return n
 end
 
--- The leases that lapsed and are still stored (read only).
-local function lapsed_of(leases, now)
-  return redis.call('ZRANGEBYSCORE', leases, '-inf', now)
-end
-
--- The live leases as {member, expires, member, expires, ...} (read only).
-local function live_of(leases, now)
-  return redis.call('ZRANGEBYSCORE', leases, '(' .. now, '+inf', 'WITHSCORES')
+-- The user's leases, read once (a user holds a handful): the members that
+-- lapsed and are still stored, and the live ones as {member, expires,
+-- member, expires, ...}, earliest to lapse first (read only).
+local function leases_of(leases, now)
+  local all = redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES')
+  local lapsed, live = {}, {}
+  for i = 1, #all, 2 do
+    if tonumber(all[i + 1]) <= now then
+      lapsed[#lapsed + 1] = all[i]
+    else
+      live[#live + 1] = all[i]
+      live[#live + 1] = all[i + 1]
+    end
+  end
+  return lapsed, live
 end
 
 -- Whether id has a tombstone that has not lapsed (read only).

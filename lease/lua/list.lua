@@ -4,7 +4,6 @@
 -- Returns {{member, expires, member, expires, ...}, {lapsed members}}.
 local leases, tombs = KEYS[1], KEYS[2]
 local now = now_ms()
-local lapsed = lapsed_of(leases, now)
-local live = live_of(leases, now)
+local lapsed, live = leases_of(leases, now)
 prune(leases, tombs, now, lapsed)
 return {live, lapsed}

@@ -6,13 +6,13 @@
 local leases, tombs = KEYS[1], KEYS[2]
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local lapsed = lapsed_of(leases, now)
+local lapsed, live = leases_of(leases, now)
 
 local status, member, expires = 1, nil, nil
 if revoked(tombs, id, now) then
   status = -1
 else
-  member, expires = find(live_of(leases, now), id)
+  member, expires = find(live, id)
   if not member then
     status = 0
   end

@@ -1,0 +1,146 @@
+package lease
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// batcher sends the scripts that concurrent callers run as pipelines: one
+// write and one read for many calls, in the client and in Redis, whose CPU
+// bounds how many leases a Redis can keep (docs/BENCHMARKS.md). A call
+// that finds fewer than maxPipelines in flight is sent at once, alone:
+// batching costs a lone caller nothing, and under load calls gather while
+// the pipelines before them are answered. Each call is still one script, atomic on its
+// own; a pipeline only shares the round trip.
+type batcher struct {
+	client redis.UniversalClient
+
+	mu       sync.Mutex
+	queue    []*scriptCall
+	inFlight int // pipelines sent and not yet answered
+}
+
+// The most pipelines in flight at once, and the most calls in one: a few
+// keep Redis busy while the answers to the others travel (2, 4 and 8 gave
+// the same rates here), and a bound keeps one caller's wait short.
+const (
+	maxPipelines = 4
+	maxBatch     = 256
+)
+
+// scriptCall is one caller's script, and its answer once done is closed.
+type scriptCall struct {
+	ctx    context.Context
+	script *redis.Script
+	keys   []string
+	args   []any
+	res    []any
+	err    error
+	done   chan struct{}
+}
+
+// run runs script as Script.Run would, in a pipeline with other callers'.
+func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]any, error) {
+	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
+	b.mu.Lock()
+	b.queue = append(b.queue, c)
+	if b.inFlight < maxPipelines {
+		b.inFlight++
+		batch := b.take()
+		b.mu.Unlock()
+		if len(batch) == 1 {
+			b.send(batch) // its own call alone, on its own context
+			b.next()
+		} else {
+			go b.sendThenNext(batch)
+		}
+	} else {
+		b.mu.Unlock()
+	}
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err() // (its call may still run, as a call cut short would)
+	}
+}
+
+// take removes the next batch from the queue; b.mu is held.
+func (b *batcher) take() []*scriptCall {
+	n := min(len(b.queue), maxBatch)
+	batch := b.queue[:n:n]
+	b.queue = b.queue[n:]
+	if len(b.queue) == 0 {
+		b.queue = nil
+	}
+	return batch
+}
+
+// next sends the calls queued meanwhile, from a goroutine of their own so
+// that the caller that sent the last pipeline returns with its answer, or
+// ends a pipeline's turn when none are queued.
+func (b *batcher) next() {
+	b.mu.Lock()
+	if len(b.queue) == 0 {
+		b.inFlight--
+		b.mu.Unlock()
+		return
+	}
+	batch := b.take()
+	b.mu.Unlock()
+	go b.sendThenNext(batch)
+}
+
+func (b *batcher) sendThenNext(batch []*scriptCall) {
+	b.send(batch)
+	b.next()
+}
+
+// send runs batch and answers each of its calls.
+func (b *batcher) send(batch []*scriptCall) {
+	defer func() {
+		for _, c := range batch {
+			close(c.done)
+		}
+	}()
+	if len(batch) == 1 {
+		c := batch[0]
+		c.res, c.err = c.script.Run(c.ctx, b.client, c.keys, c.args...).Slice()
+		return
+	}
+	ctx, cancel := batchContext(batch)
+	defer cancel()
+	pipe := b.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i, c := range batch {
+		cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	_, _ = pipe.Exec(ctx) // each command holds its own error
+	for i, c := range batch {
+		c.res, c.err = cmds[i].Slice()
+		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
+			// A Redis that restarted, or a new master: Run loads it.
+			c.res, c.err = c.script.Run(ctx, b.client, c.keys, c.args...).Slice()
+		}
+	}
+}
+
+// batchContext is the context of a pipeline: cancelled by none of its
+// callers (a caller that gives up returns without its answer), and bounded
+// by the latest of their deadlines, or by none if one of them has none.
+func batchContext(batch []*scriptCall) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, c := range batch {
+		d, ok := c.ctx.Deadline()
+		if !ok {
+			return context.WithCancel(context.WithoutCancel(c.ctx))
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return context.WithDeadline(context.WithoutCancel(batch[0].ctx), latest)
+}
