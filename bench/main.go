@@ -2,8 +2,10 @@
 // run: it starts an origin, a redis-server and three Caddy processes (plain
 // reverse_proxy; stream_limit on the memory store; stream_limit on Redis),
 // drives each with the same load from this process, and prints ratios
-// against plain reverse_proxy. Absolute numbers on a shared machine drift;
-// the ratios, measured side by side, hold. Run it with `make bench`.
+// against plain reverse_proxy. The fleet scenario (fleet.go) compares 3
+// Caddys with one, over a Redis Cluster. Absolute numbers on a shared
+// machine drift; the ratios, measured side by side, hold. Run it with
+// `make bench`.
 package main
 
 import (
@@ -41,17 +43,17 @@ var (
 	workers  = flag.Int("workers", 32, "concurrent clients")
 	rounds   = flag.Int("rounds", 15, "measurements of each target per scenario, interleaved; the median is reported")
 	users    = flag.Int("users", 1000, "users in the steady-playback scenario, 3 streams each")
-	only     = flag.String("scenarios", "abcd", "the scenarios to run: (a) steady, (b) churn, (c) denial storm, (d) manifests")
+	only     = flag.String("scenarios", "abcde", "the scenarios to run: (a) steady, (b) churn, (c) denial storm, (d) manifests, (e) fleet")
 	segments = flag.String("playlist-segments", "10,300,1000", "the sizes, in segments of 2 s, of the media playlists of the manifests scenario, one table each: a live window, and DVR windows of 10 and 33 minutes")
 	pin      = flag.Bool("pin", true, "on two or more cores, run the Caddys under test on core 0 and this process (load, origin, Redis) on core 1, with taskset")
-	profiles = flag.String("profile", "", "a directory to write each target's CPU profile of its last round of each scenario to (Caddy's admin /debug/pprof)")
+	profiles = flag.String("profile", "", "a directory to write each target's CPU profile of its last round of each scenario to (Caddy's admin /debug/pprof; of a fleet, its first Caddy's)")
 )
 
 // scenario is the name of the scenario running, for the profiles' names.
 var scenario string
 
 // atExit holds what must be undone before the bench exits, even on a
-// failure: the Caddys and the redis-server it started.
+// failure: the Caddys and the redis-servers it started.
 var atExit []func()
 
 // fatalf ends the bench on a failure, stopping what it started first.
@@ -91,7 +93,8 @@ func main() {
 		fatal(err)
 	}
 	atExit = append(atExit, func() { store.Kill() })
-	targets := startTargets(dir, startOrigin(), store.Addr)
+	origin := startOrigin()
+	targets := startTargets(dir, origin, store.Addr)
 	defer func() {
 		for i := len(atExit) - 1; i >= 0; i-- {
 			atExit[i]()
@@ -103,7 +106,10 @@ func main() {
 	for _, sc := range []struct {
 		name string
 		run  func([]*target)
-	}{{"a", steadyPlayback}, {"b", churn}, {"c", denialStorm}, {"d", manifests}} {
+	}{
+		{"a", steadyPlayback}, {"b", churn}, {"c", denialStorm}, {"d", manifests},
+		{"e", func([]*target) { fleet(dir, origin) }},
+	} {
 		if strings.Contains(*only, sc.name) {
 			scenario = sc.name
 			sc.run(targets)
@@ -162,7 +168,7 @@ func startTargets(dir, origin, redisAddr string) []*target {
 		{
 			name:  "stream_limit, redis",
 			site:  siteFor(true, "store redis {\n\t\t\t\taddress "+redisAddr+"\n\t\t\t}", origin),
-			redis: redis.NewClient(&redis.Options{Addr: redisAddr}),
+			redis: []*redis.Client{redis.NewClient(&redis.Options{Addr: redisAddr})},
 		},
 	}
 	for _, t := range targets {
@@ -344,12 +350,19 @@ func printTable(title string, targets []*target, res map[*target]result, cols ..
 	fmt.Println()
 }
 
-// steady makes requests that continue one of the streams ids, at random.
+// steady makes requests that continue one of the streams ids, at random;
+// to a fleet, round-robin over its Caddys.
 func steady(t *target, ids []string) func(*rand.Rand) *http.Request {
+	var addrs []string
+	for _, c := range t.caddys() {
+		addrs = append(addrs, c.addr)
+	}
+	var sent atomic.Uint64
 	return func(rng *rand.Rand) *http.Request {
 		i := rng.IntN(len(ids))
-		req, _ := http.NewRequest(http.MethodGet, "http://"+t.addr+"/s/seg.ts", nil)
-		req.Header.Set("X-User-Id", "steady-"+strconv.Itoa(i/3))
+		addr := addrs[sent.Add(1)%uint64(len(addrs))]
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/s/seg.ts", nil)
+		req.Header.Set("X-User-Id", t.steadyUser(i/3))
 		if ids[i] != "" {
 			req.Header.Set("Stream-Id", ids[i])
 		}
@@ -357,13 +370,29 @@ func steady(t *target, ids []string) func(*rand.Rand) *http.Request {
 	}
 }
 
-// target is one Caddy under test.
+// target is one Caddy under test, or the first of a fleet.
 type target struct {
 	name, site, addr string
 	admin            string // the admin address, when profiling
-	// redis is a client of the target's Redis, if it has one.
-	redis *redis.Client
+	// redis are clients of the target's Redis, one per node, if it has one.
+	redis []*redis.Client
 	cmd   *exec.Cmd
+	// peers are a fleet's other Caddys, with the same site: the load is
+	// spread over them and the target, and their CPU time counts as its.
+	peers []*target
+	// users prefixes the user ids of its steady streams: "steady-" unless
+	// set, for a target that shares its store and must not share its users.
+	users string
+	// base is the target its ratios are against, when not the first: in
+	// the fleet scenario, each pair's single Caddy.
+	base *target
+}
+
+// caddys are the target's Caddy and its peers.
+func (t *target) caddys() []*target { return append([]*target{t}, t.peers...) }
+
+func (t *target) steadyUser(n int) string {
+	return cmp.Or(t.users, "steady-") + strconv.Itoa(n)
 }
 
 func freeAddr() string {
@@ -405,8 +434,8 @@ func (t *target) stop() {
 	}
 	t.cmd.Process.Kill()
 	t.cmd.Wait()
-	if t.redis != nil {
-		t.redis.Close()
+	for _, c := range t.redis {
+		c.Close()
 	}
 }
 
@@ -446,38 +475,49 @@ func (t *target) location(path, user string) string {
 	return loc.RequestURI()
 }
 
-// startStreams starts per streams for each of n users ("" ids on plain).
+// startStreams starts per streams for each of n users ("" ids on plain),
+// on the target (a fleet's first Caddy).
 func (t *target) startStreams(n, per int) []string {
 	ids := make([]string, n*per)
+	inParallel(len(ids), func(i int) {
+		ids[i] = t.get("/s/index.m3u8", t.steadyUser(i/per), "")
+	})
+	return ids
+}
+
+// inParallel runs fn(0) to fn(n-1), 16 at a time.
+func inParallel(n int, fn func(i int)) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
-	for i := range ids {
+	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			ids[i] = t.get("/s/index.m3u8", "steady-"+strconv.Itoa(i/per), "")
+			fn(i)
 			<-sem
 		}()
 	}
 	wg.Wait()
-	return ids
 }
 
-// redisCalls counts the scripts the target's Redis has run.
+// redisCalls counts the scripts the target's Redis has run, over its
+// nodes.
 func (t *target) redisCalls() int64 {
-	stats, err := t.redis.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		fatal(err)
-	}
 	var n int64
-	sc := bufio.NewScanner(strings.NewReader(stats))
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "cmdstat_evalsha:") || strings.HasPrefix(line, "cmdstat_eval:") {
-			f := strings.SplitN(strings.SplitN(line, "calls=", 2)[1], ",", 2)[0]
-			c, _ := strconv.ParseInt(f, 10, 64)
-			n += c
+	for _, client := range t.redis {
+		stats, err := client.Info(context.Background(), "commandstats").Result()
+		if err != nil {
+			fatal(err)
+		}
+		sc := bufio.NewScanner(strings.NewReader(stats))
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "cmdstat_evalsha:") || strings.HasPrefix(line, "cmdstat_eval:") {
+				f := strings.SplitN(strings.SplitN(line, "calls=", 2)[1], ",", 2)[0]
+				c, _ := strconv.ParseInt(f, 10, 64)
+				n += c
+			}
 		}
 	}
 	return n
@@ -487,8 +527,8 @@ type result struct {
 	n        int
 	rps      float64
 	p50, p99 time.Duration
-	// ratios are the rounds' rates over plain reverse_proxy's in the same
-	// round, in increasing order.
+	// ratios are the rounds' rates over their base's (plain
+	// reverse_proxy's) in the same round, in increasing order.
 	ratios []float64
 	// cpuPerReq is the CPU time (user and system) the Caddy under test
 	// spent per request, and cpuRatios plain reverse_proxy's over the
@@ -501,10 +541,11 @@ type result struct {
 // measure runs each target *rounds times, interleaved so that drift on a
 // shared machine hits every target alike, and keeps each target's median
 // round (by requests per second), with the ratios of each of its rounds to
-// the same round of the first target (plain reverse_proxy). Short rounds,
-// many of them, each beginning with another target: the speed of a shared
-// (virtual) machine wanders by as much as twice within a minute, and a
-// round as long as one of its slow spells would read as the target's.
+// the same round of its base: the first target (plain reverse_proxy), or
+// the one it names (a fleet's single Caddy). Short rounds, many of them,
+// each beginning with another target: the speed of a shared (virtual)
+// machine wanders by as much as twice within a minute, and a round as long
+// as one of its slow spells would read as the target's.
 func measure(targets []*target, work func(*target) (func(*rand.Rand) *http.Request, int)) map[*target]result {
 	all := map[*target][]result{}
 	for round := range *rounds {
@@ -529,7 +570,7 @@ func measure(targets []*target, work func(*target) (func(*rand.Rand) *http.Reque
 		var ratios, cpuRatios []float64
 		var cpus []time.Duration
 		for i, r := range rs {
-			base := all[targets[0]][i]
+			base := all[cmp.Or(t.base, targets[0])][i]
 			ratios = append(ratios, r.rps/base.rps)
 			cpuRatios = append(cpuRatios, float64(base.cpuPerReq)/float64(r.cpuPerReq))
 			cpus = append(cpus, r.cpuPerReq)
@@ -545,10 +586,18 @@ func measure(targets []*target, work func(*target) (func(*rand.Rand) *http.Reque
 	return out
 }
 
-// cpuTime is the CPU time the target's Caddy has spent, user and system
+// cpuTime is the CPU time the target's Caddys have spent, user and system
 // (Linux: /proc/<pid>/stat; 0 elsewhere).
 func (t *target) cpuTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", t.cmd.Process.Pid))
+	var d time.Duration
+	for _, c := range t.caddys() {
+		d += processCPU(c.cmd.Process.Pid)
+	}
+	return d
+}
+
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}

@@ -1,6 +1,7 @@
 // Package redistest starts real redis-server processes for tests: a
 // standalone server, a 3-node cluster, a replica or a sentinel, on free
-// loopback ports, stopped when the test ends. Nothing is mocked.
+// loopback ports, stopped when the test ends. Nothing is mocked. Launch and
+// LaunchCluster do the same for the benchmark, which stops them itself.
 package redistest
 
 import (
@@ -109,6 +110,9 @@ func (s *Server) start() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Pid is the server's process id.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
 // Kill stops the server at once (SIGKILL): its data is gone.
 func (s *Server) Kill() {
@@ -219,15 +223,47 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
 	Need(t)
-	c := &Cluster{}
-	for range 3 {
-		c.Nodes = append(c.Nodes, Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"))
+	c, err := LaunchCluster(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(c.Kill)
+	return c
+}
+
+// LaunchCluster is StartCluster for programs that are not tests (the
+// benchmark): each node keeps its files in a directory of its own under
+// dir, and the caller kills the nodes (Kill).
+func LaunchCluster(dir string) (*Cluster, error) {
+	c := &Cluster{}
+	for i := range 3 {
+		nodeDir := filepath.Join(dir, "node"+strconv.Itoa(i))
+		if err := os.MkdirAll(nodeDir, 0o755); err != nil {
+			c.Kill()
+			return nil, err
+		}
+		n, err := Launch(nodeDir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000")
+		if err != nil {
+			c.Kill()
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	if err := c.join(); err != nil {
+		c.Kill()
+		return nil, err
+	}
+	return c, nil
+}
+
+// join assigns the slots over the nodes and waits until every node says
+// the cluster is ok.
+func (c *Cluster) join() error {
 	args := []string{"--cluster", "create"}
 	args = append(args, c.Addrs()...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
 	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+		return fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for _, n := range c.Nodes {
@@ -237,12 +273,19 @@ func StartCluster(t testing.TB) *Cluster {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("cluster never became ok: %q %v", info, err)
+				return fmt.Errorf("cluster never became ok: %q %v", info, err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return c
+	return nil
+}
+
+// Kill stops every node at once (Server.Kill).
+func (c *Cluster) Kill() {
+	for _, n := range c.Nodes {
+		n.Kill()
+	}
 }
 
 // StartReplica runs a server that replicates master.
