@@ -6,8 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -152,4 +155,55 @@ func benchmarkManifestContinuation(b *testing.B, segments int) {
 			}
 		}
 	})
+}
+
+// BenchmarkLiveStreamsInHeap measures what live streams cost in Caddy's
+// heap (runtime.MemStats after a GC) on the memory store: each started
+// through the handler by its own request, 3 per user, and holding its
+// slot. That is the store's lease and this process's state of the stream
+// (its keepalive timer too, which runs while the stream's media plays).
+//
+//	go test -run '^$' -bench LiveStreamsInHeap -benchtime 1x ./caddymodule/
+func BenchmarkLiveStreamsInHeap(b *testing.B) {
+	for _, n := range []struct {
+		name    string
+		streams int
+	}{{"100k", 100_000}, {"1M", 1_000_000}} {
+		b.Run(n.name, func(b *testing.B) {
+			for range b.N {
+				ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+				h := &Handler{Zone: "heap-" + n.name, Mode: ModeSession, Lease: caddy.Duration(time.Hour)}
+				if err := h.Provision(ctx); err != nil {
+					b.Fatal(err)
+				}
+				before := heapInUse()
+				w := headerOnly{http.Header{}}
+				for i := range n.streams {
+					// (Media: the start is confirmed, and holds its slot.)
+					r := httptest.NewRequest(http.MethodGet, "/hls/seg00.ts", nil)
+					r.Header.Set("X-User-Id", "viewer-"+strconv.Itoa(i/3))
+					r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddyhttp.NewTestReplacer(r)))
+					clear(w.h)
+					if err := h.ServeHTTP(w, r, nopHandler); err != nil {
+						b.Fatal(err)
+					}
+					if w.h.Get(StreamIDHeader) == "" {
+						b.Fatalf("stream %d was not started: %v", i, w.h)
+					}
+				}
+				b.ReportMetric(float64(heapInUse()-before)/float64(n.streams), "bytes/stream")
+				h.Cleanup()
+				cancel()
+			}
+		})
+	}
+}
+
+var nopHandler = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
 }

@@ -562,8 +562,9 @@ func (h *Handler) answerStart(w http.ResponseWriter, r *http.Request, next caddy
 }
 
 // continueStream serves a request that carries a stream id (session mode):
-// it renews the lease at most once per renewal interval, re-admits a lapsed
-// stream when a slot is free, and refuses a revoked one. ls is the stream's
+// it renews the lease at most once per renewal interval (beside the
+// request while the lease still runs, before it once the lease lapsed),
+// re-admits a lapsed stream when a slot is free, and refuses a revoked one. ls is the stream's
 // state in this process, or nil.
 func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, ref streamRef, ls *localStream, limit int) error {
 	if r.Method == http.MethodHead && (ls == nil || !ls.held()) {
@@ -601,6 +602,13 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 			ls.renewing.Unlock()
 			return h.continueStream(w, r, next, ref, ls, limit)
 		}
+		if ls.held() {
+			// The lease still runs: the request does not wait on the store.
+			// Its renewal runs beside it, and a revocation or a lost slot
+			// that it finds cuts the request, as the keepalive's would.
+			go h.renewBeside(r, ref, ls, limit)
+			return h.serve(w, r, next, ref, limit, false)
+		}
 		ttl := ls.leaseTTL()
 		d, err := h.renewFor(r, ref, ttl, limit)
 		switch {
@@ -614,6 +622,27 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 	}
 	d, err := h.renewFor(r, ref, h.ttl(), limit)
 	return h.renewed(w, r, next, ref, limit, d, err)
+}
+
+// renewBeside renews the lease of a stream that a request continues while
+// the request is served; the caller holds ls.renewing, which it releases.
+func (h *Handler) renewBeside(r *http.Request, ref streamRef, ls *localStream, limit int) {
+	defer ls.renewing.Unlock()
+	ttl := ls.leaseTTL()
+	d, err := h.renewFor(r, ref, ttl, limit)
+	switch {
+	case err == nil && d.Admitted:
+		ls.confirm(ttl)
+	case errors.Is(err, lease.ErrRevoked):
+		h.zone.markRevoked(ref, h.ttl())
+	case err == nil:
+		// Its lease had lapsed in the store and others took the slots: its
+		// next request asks the store again, and is refused.
+		ls.lost()
+		ls.cutAll()
+	default:
+		ls.renewalFailed(err)
+	}
 }
 
 // renewFor renews the stream a request continues for ttl, bounded by the

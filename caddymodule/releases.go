@@ -14,6 +14,11 @@ func (z *zone) releaseLater(ls *localStream) {
 	}
 }
 
+// releaseWorkers run a zone's queued releases: several, so that a store
+// that batches concurrent calls (Redis) sends a burst of releases in few
+// round trips, and one slow call does not hold the others back.
+const releaseWorkers = 8
+
 func (z *zone) releaseLoop() {
 	for {
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,9 +23,9 @@ type localStream struct {
 	zone *zone
 
 	mu        sync.Mutex
-	terms     streamTerms // those of the request that entered last
-	requests  map[*liveRequest]struct{}
-	confirmed time.Time // when the store last confirmed the lease
+	terms     streamTerms    // those of the request that entered last
+	requests  []*liveRequest // in flight; nil when none (most of a stream's life)
+	confirmed time.Time      // when the store last confirmed the lease
 	// storeUntil is when the lease the store last confirmed lapses, and
 	// mediaEnd when the media the stream has been served here would have
 	// played out: a renewal carries the lease to mediaEnd plus the grace.
@@ -32,15 +33,9 @@ type localStream struct {
 	// fileDuration is, for a progressive file, its playing time, once
 	// read from its header.
 	fileDuration time.Duration
-	// bound holds the last tokens found made for their paths here (their
-	// scope, MAC and path): a playlist's segments share one, and it need
-	// not be checked again.
-	bound     [4]boundToken
-	boundNext int
-	// prefixes are tokenized prefixes of the manifests rewritten for the
-	// stream here, by client directory, directory and extra: a live
-	// playlist read again every few seconds reuses them (rewrite.go).
-	prefixes map[streamPrefix]string
+	// tokens, under path_token, saves work on the stream's next requests;
+	// made by the first that needs it.
+	tokens *tokenCache
 	// window, for a stream admitted here under confirm_within, is how long
 	// it holds its slot at a time until media confirms that it plays
 	// (playing); confirmBy is when the current window ends. served is set
@@ -72,6 +67,29 @@ type localStream struct {
 	// the end has just released, and so that a stream's requests that
 	// arrive together share one renewal.
 	renewing sync.Mutex
+}
+
+// tokenCache is what a stream under path_token keeps to spare its next
+// requests work.
+type tokenCache struct {
+	// bound holds the last tokens found made for their paths here (their
+	// scope, MAC and path): a playlist's segments share one, and it need
+	// not be checked again.
+	bound     [4]boundToken
+	boundNext int
+	// prefixes are tokenized prefixes of the manifests rewritten for the
+	// stream here, by client directory, directory and extra: a live
+	// playlist read again every few seconds reuses them (rewrite.go).
+	prefixes map[streamPrefix]string
+}
+
+// tokenCacheLocked returns the stream's token cache, made if need be;
+// ls.mu is held.
+func (ls *localStream) tokenCacheLocked() *tokenCache {
+	if ls.tokens == nil {
+		ls.tokens = &tokenCache{}
+	}
+	return ls.tokens
 }
 
 // streamTerms are what the handler that serves a stream's request holds it
@@ -151,7 +169,7 @@ func (z *zone) enter(ref streamRef, terms streamTerms, confirmed bool, cancel co
 	defer z.mu.Unlock()
 	ls = z.streams[ref]
 	if ls == nil {
-		ls = &localStream{ref: ref, zone: z, requests: make(map[*liveRequest]struct{})}
+		ls = &localStream{ref: ref, zone: z}
 		z.streams[ref] = ls
 	}
 	ls.mu.Lock()
@@ -161,7 +179,7 @@ func (z *zone) enter(ref streamRef, terms streamTerms, confirmed bool, cancel co
 	}
 	if cancel != nil {
 		req = &liveRequest{cancel: cancel}
-		ls.requests[req] = struct{}{}
+		ls.requests = append(ls.requests, req)
 	}
 	ls.terms, ls.ended = terms, false
 	if confirmed {
@@ -183,7 +201,14 @@ func (ls *localStream) leave(req *liveRequest) {
 	req.finish()
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	delete(ls.requests, req)
+	if i := slices.Index(ls.requests, req); i >= 0 {
+		last := len(ls.requests) - 1
+		ls.requests[i], ls.requests[last] = ls.requests[last], nil
+		ls.requests = ls.requests[:last]
+	}
+	if len(ls.requests) == 0 {
+		ls.requests = nil // its array goes with the last request
+	}
 }
 
 // end marks the stream ended and runs release, after any renewal under way
@@ -270,6 +295,14 @@ func (ls *localStream) held() bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	return !ls.confirmed.IsZero() && now().Before(ls.storeUntil)
+}
+
+// lost records that the store no longer holds the stream's lease: its next
+// request renews it before it is served.
+func (ls *localStream) lost() {
+	ls.mu.Lock()
+	ls.storeUntil = time.Time{}
+	ls.mu.Unlock()
 }
 
 // confirm records that the store has just carried the lease ttl ahead.
@@ -420,7 +453,10 @@ type boundToken struct {
 func (ls *localStream) boundBefore(t pathToken) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	for _, b := range ls.bound {
+	if ls.tokens == nil {
+		return false
+	}
+	for _, b := range ls.tokens.bound {
 		if b.scope == t.scope && b.mac == t.mac && t.covers(b.path) {
 			return true
 		}
@@ -432,8 +468,9 @@ func (ls *localStream) boundBefore(t pathToken) bool {
 func (ls *localStream) rememberBound(t pathToken) {
 	p, _ := t.scopedPath()
 	ls.mu.Lock()
-	ls.bound[ls.boundNext] = boundToken{t.scope, t.mac, p}
-	ls.boundNext = (ls.boundNext + 1) % len(ls.bound)
+	c := ls.tokenCacheLocked()
+	c.bound[c.boundNext] = boundToken{t.scope, t.mac, p}
+	c.boundNext = (c.boundNext + 1) % len(c.bound)
 	ls.mu.Unlock()
 }
 
@@ -452,7 +489,10 @@ type streamPrefix struct {
 func (ls *localStream) prefix(key streamPrefix) (string, bool) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	p, ok := ls.prefixes[key]
+	if ls.tokens == nil {
+		return "", false
+	}
+	p, ok := ls.tokens.prefixes[key]
 	return p, ok
 }
 
@@ -461,12 +501,13 @@ func (ls *localStream) prefix(key streamPrefix) (string, bool) {
 func (ls *localStream) keepPrefix(key streamPrefix, prefix string) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	if ls.prefixes == nil {
-		ls.prefixes = make(map[streamPrefix]string)
+	c := ls.tokenCacheLocked()
+	if c.prefixes == nil {
+		c.prefixes = make(map[streamPrefix]string)
 	}
-	if len(ls.prefixes) < maxStreamPrefixes {
+	if len(c.prefixes) < maxStreamPrefixes {
 		key.dir = strings.Clone(key.dir)
-		ls.prefixes[key] = prefix
+		c.prefixes[key] = prefix
 	}
 }
 
@@ -595,10 +636,7 @@ func (ls *localStream) markRevoked() {
 // cutAll cuts every request of the stream in flight.
 func (ls *localStream) cutAll() {
 	ls.mu.Lock()
-	requests := make([]*liveRequest, 0, len(ls.requests))
-	for req := range ls.requests {
-		requests = append(requests, req)
-	}
+	requests := slices.Clone(ls.requests)
 	ls.mu.Unlock()
 	for _, req := range requests {
 		req.cut()
@@ -619,7 +657,7 @@ func (z *zone) markRevoked(ref streamRef, ttl time.Duration) {
 	if ls == nil {
 		// Remember it even with nothing in flight: its next request here is
 		// refused at once, whatever renewal coalescing would skip.
-		ls = &localStream{ref: ref, zone: z, terms: streamTerms{ttl: ttl}, confirmed: now(), storeUntil: now().Add(ttl), requests: make(map[*liveRequest]struct{})}
+		ls = &localStream{ref: ref, zone: z, terms: streamTerms{ttl: ttl}, confirmed: now(), storeUntil: now().Add(ttl)}
 		z.streams[ref] = ls
 	}
 	z.revokedOrder = append(z.revokedOrder, ref)

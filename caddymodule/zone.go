@@ -59,7 +59,7 @@ type zone struct {
 	admittedCount, deniedCount atomic.Int64
 	admittedMetric             prometheus.Counter
 
-	// releases run after their response, in order, on one goroutine
+	// releases run after their response, on releaseWorkers goroutines
 	// (releases.go); releasing counts those queued and not yet done.
 	releases  chan func()
 	releasing atomic.Int64
@@ -100,7 +100,9 @@ func loadZone(name string, store StoreModule) (*zone, error) {
 		metrics.active.WithLabelValues(name).Set(0)
 		z.releases = make(chan func(), 4096)
 		go z.forgetIdleEvery(10 * time.Second)
-		go z.releaseLoop()
+		for range releaseWorkers {
+			go z.releaseLoop()
+		}
 		return z, nil
 	})
 	if err != nil {
