@@ -525,12 +525,13 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.atLimit(w, r, next, key, d)
 	}
 	h.zone.recordAdmitted(ref)
+	// Known here before its first request is served (a redirected start
+	// has none yet): its lease's start, which its release names; and, for
+	// a session, what kind of client plays it, for refusals that name the
+	// user's screens, and whether media must confirm it.
+	ls, _, _ := h.zone.enter(ref, h.terms(limit), true, nil)
+	ls.admitted(d.Lease.Started)
 	if h.session() {
-		// Known here before its first request is served (a redirected
-		// start has none yet): what kind of client plays it, for refusals
-		// that name the user's screens, and whether media must confirm it.
-		// (A connection-mode stream is its one request: serve enters it.)
-		ls, _, _ := h.zone.enter(ref, h.terms(limit), true, nil)
 		ls.describeClient(r.UserAgent())
 		if window > 0 {
 			ls.awaitPlayback(window)

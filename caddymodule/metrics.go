@@ -129,6 +129,16 @@ func (s meteredStore) Release(ctx context.Context, key lease.Key, id string) (er
 	return s.Store.Release(ctx, key, id)
 }
 
+// ReleaseLease implements lease.LeaseReleaser where the store does, and
+// releases by id where it does not.
+func (s meteredStore) ReleaseLease(ctx context.Context, key lease.Key, l lease.Lease) (err error) {
+	defer func(began time.Time) { s.observe("release", began, err) }(time.Now())
+	if r, ok := s.Store.(lease.LeaseReleaser); ok {
+		return r.ReleaseLease(ctx, key, l)
+	}
+	return s.Store.Release(ctx, key, l.ID)
+}
+
 func (s meteredStore) Revoke(ctx context.Context, key lease.Key, id string, ttl time.Duration) (err error) {
 	defer func(began time.Time) { s.observe("revoke", began, err) }(time.Now())
 	return s.Store.Revoke(ctx, key, id, ttl)

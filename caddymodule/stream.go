@@ -26,6 +26,7 @@ type localStream struct {
 	terms     streamTerms    // those of the request that entered last
 	requests  []*liveRequest // in flight; nil when none (most of a stream's life)
 	confirmed time.Time      // when the store last confirmed the lease
+	started   time.Time      // the lease's start in the store, when admitted here (its release names it whole)
 	// storeUntil is when the lease the store last confirmed lapses, and
 	// mediaEnd when the media the stream has been served here would have
 	// played out: a renewal carries the lease to mediaEnd plus the grace.
@@ -143,18 +144,21 @@ func (z *zone) lookup(ref streamRef) *localStream {
 // revoked stream stays known here (until the sweep or maxLocalRevoked lets
 // it go) so that a request of it whose renewal raced the revocation finds
 // it revoked when it enters, rather than entering a new, unrevoked state.
-func (z *zone) forget(ref streamRef) {
+// It returns the start of the stream's lease, if it was admitted here.
+func (z *zone) forget(ref streamRef) (started time.Time) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	if ls := z.streams[ref]; ls != nil {
 		ls.mu.Lock()
 		revoked := ls.revoked
+		started = ls.started
 		ls.mu.Unlock()
 		if revoked {
-			return
+			return started
 		}
 	}
 	delete(z.streams, ref)
+	return started
 }
 
 // enter registers a request in flight, creating the stream's local state
@@ -295,6 +299,13 @@ func (ls *localStream) held() bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	return !ls.confirmed.IsZero() && now().Before(ls.storeUntil)
+}
+
+// admitted records the start of the lease the store just gave the stream.
+func (ls *localStream) admitted(started time.Time) {
+	ls.mu.Lock()
+	ls.started = started
+	ls.mu.Unlock()
 }
 
 // lost records that the store no longer holds the stream's lease: its next

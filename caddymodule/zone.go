@@ -178,15 +178,28 @@ func (z *zone) renew(ctx context.Context, ref streamRef, ttl time.Duration, limi
 	return d, err
 }
 
+// releaseLease frees a stream's lease in the store: named whole (its id
+// and start) where the store can free it so more cheaply, else by its id.
+// (A stream re-admitted since has another start: its id finds it.)
+func (z *zone) releaseLease(ctx context.Context, ref streamRef, started time.Time) error {
+	if r, ok := z.store.(lease.LeaseReleaser); ok && !started.IsZero() {
+		err := r.ReleaseLease(ctx, ref.key, lease.Lease{ID: ref.id, Started: started})
+		if !errors.Is(err, lease.ErrNotFound) {
+			return err
+		}
+	}
+	return z.store.Release(ctx, ref.key, ref.id)
+}
+
 // release frees a stream's slot in the store and forgets it here.
 func (z *zone) release(ref streamRef) { z.releaseFor(ref, causeConnectionEnd) }
 
 // releaseFor frees a stream's slot now, for cause.
 func (z *zone) releaseFor(ref streamRef, cause string) {
-	z.forget(ref)
+	started := z.forget(ref)
 	ctx, cancel := z.callContext(context.Background())
 	defer cancel()
-	err := z.store.Release(ctx, ref.key, ref.id)
+	err := z.releaseLease(ctx, ref, started)
 	if err == nil {
 		z.recordEnded(ref, cause)
 	}

@@ -122,6 +122,16 @@ type Store interface {
 	Close() error
 }
 
+// LeaseReleaser is a Store that frees a lease more cheaply when given the
+// lease as Acquire returned it (its id and its start) than by its id alone.
+type LeaseReleaser interface {
+	// ReleaseLease frees l; it returns ErrNotFound if the store holds no
+	// lease with l's id and start (one re-admitted since has another
+	// start: Release finds it). A lease that lapsed, and that the store
+	// has not dropped yet, may be freed as found.
+	ReleaseLease(ctx context.Context, key Key, l Lease) error
+}
+
 // TombstoneTTL is how long a revoked stream's id stays refused, for a
 // stream whose lease is ttl: long enough that a player retrying the id keeps
 // hearing "revoked" rather than being admitted afresh.

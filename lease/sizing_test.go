@@ -123,6 +123,14 @@ func BenchmarkRedisCPUPerCall(b *testing.B) {
 			}
 			return s.Release(ctx, k, id)
 		}},
+		{"start+release-whole", 2, func(i int) error {
+			k, id := Key{"default", "churn-whole-" + strconv.Itoa(i)}, uuid.NewString()
+			d, err := s.Acquire(ctx, AcquireRequest{Key: k, ID: id, Limit: 3, TTL: time.Minute})
+			if err != nil {
+				return err
+			}
+			return s.ReleaseLease(ctx, k, d.Lease)
+		}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			before := redisCPU(b, client)

@@ -193,6 +193,35 @@ var cases = []struct {
 		}
 	}},
 
+	{"a lease released whole frees its slot, and only that lease (stores with ReleaseLease)", func(t *testing.T, s *subject) {
+		r, ok := s.Store.(lease.LeaseReleaser)
+		if !ok {
+			t.Skip("the store has no ReleaseLease")
+		}
+		s.fill(t, "u", 2, ttl)
+		held := s.acquire(t, k, id("s-whole"), 3, lease.Deny, ttl)
+		other := held.Lease
+		other.Started = other.Started.Add(-time.Millisecond) // another start: not this lease
+		if err := r.ReleaseLease(ctx, k, other); !errors.Is(err, lease.ErrNotFound) {
+			t.Fatalf("release with another start: %v, want ErrNotFound", err)
+		}
+		if err := r.ReleaseLease(ctx, k, held.Lease); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.ReleaseLease(ctx, k, held.Lease); !errors.Is(err, lease.ErrNotFound) {
+			t.Fatalf("second release: %v, want ErrNotFound", err)
+		}
+		if err := s.Release(ctx, k, id("s-whole")); !errors.Is(err, lease.ErrNotFound) {
+			t.Fatalf("release by id after: %v, want ErrNotFound", err)
+		}
+		if d := s.acquire(t, k, id("s-new"), 3, lease.Deny, ttl); !d.Admitted || d.Active != 3 {
+			t.Fatalf("after release: %+v", d)
+		}
+		if err := r.ReleaseLease(ctx, lease.Key{Zone: "z", User: "nobody"}, held.Lease); !errors.Is(err, lease.ErrNotFound) {
+			t.Fatalf("release for unknown user: %v, want ErrNotFound", err)
+		}
+	}},
+
 	{"an unrenewed lease lapses and its id is re-admitted", func(t *testing.T, s *subject) {
 		s.fill(t, "u", 3, ShortTTL)
 		s.lapse()
