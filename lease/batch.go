@@ -2,24 +2,26 @@ package lease
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// batcher sends the scripts that concurrent callers run as pipelines: one
+// batcher sends the commands that concurrent callers run (the stores'
+// scripts, and the ZREM that frees a lease named whole) as pipelines: one
 // write and one read for many calls, in the client and in Redis, whose CPU
 // bounds how many leases a Redis can keep (docs/BENCHMARKS.md). A call
 // that finds fewer than maxPipelines in flight is sent at once, alone:
 // batching costs a lone caller nothing, and under load calls gather while
-// the pipelines before them are answered. Each call is still one script, atomic on its
-// own; a pipeline only shares the round trip.
+// the pipelines before them are answered. Each call is still one command,
+// atomic on its own; a pipeline only shares the round trip.
 type batcher struct {
 	client redis.UniversalClient
 
 	mu       sync.Mutex
-	queue    []*scriptCall
+	queue    []*call
 	inFlight int // pipelines sent and not yet answered
 }
 
@@ -31,20 +33,40 @@ const (
 	maxBatch     = 256
 )
 
-// scriptCall is one caller's script, and its answer once done is closed.
-type scriptCall struct {
+// call is one caller's command: a script with its keys and arguments, or,
+// with no script, the command args. Its answer is in once done is closed.
+type call struct {
 	ctx    context.Context
 	script *redis.Script
 	keys   []string
 	args   []any
-	res    []any
+	res    any
 	err    error
 	done   chan struct{}
 }
 
-// run runs script as Script.Run would, in a pipeline with other callers'.
+// run runs script as Script.Run would, in a pipeline with other callers',
+// and returns its array reply.
 func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]any, error) {
-	c := &scriptCall{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
+	res, err := b.send1(&call{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})})
+	if err != nil {
+		return nil, err
+	}
+	reply, ok := res.([]any)
+	if !ok {
+		return nil, fmt.Errorf("lease: script replied %T, want an array", res)
+	}
+	return reply, nil
+}
+
+// do runs the command args, in a pipeline with other callers'.
+func (b *batcher) do(ctx context.Context, args ...any) (any, error) {
+	return b.send1(&call{ctx: ctx, args: args, done: make(chan struct{})})
+}
+
+// send1 sends c, alone or in the next pipeline, and waits for its answer.
+func (b *batcher) send1(c *call) (any, error) {
+	ctx := c.ctx
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
 	if b.inFlight < maxPipelines {
@@ -69,7 +91,7 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 }
 
 // take removes the next batch from the queue; b.mu is held.
-func (b *batcher) take() []*scriptCall {
+func (b *batcher) take() []*call {
 	n := min(len(b.queue), maxBatch)
 	batch := b.queue[:n:n]
 	b.queue = b.queue[n:]
@@ -94,13 +116,13 @@ func (b *batcher) next() {
 	go b.sendThenNext(batch)
 }
 
-func (b *batcher) sendThenNext(batch []*scriptCall) {
+func (b *batcher) sendThenNext(batch []*call) {
 	b.send(batch)
 	b.next()
 }
 
 // send runs batch and answers each of its calls.
-func (b *batcher) send(batch []*scriptCall) {
+func (b *batcher) send(batch []*call) {
 	defer func() {
 		for _, c := range batch {
 			close(c.done)
@@ -108,7 +130,7 @@ func (b *batcher) send(batch []*scriptCall) {
 	}()
 	if len(batch) == 1 {
 		c := batch[0]
-		c.res, c.err = c.script.Run(c.ctx, b.client, c.keys, c.args...).Slice()
+		c.res, c.err = c.on(c.ctx, b.client, false).Result()
 		return
 	}
 	ctx, cancel := batchContext(batch)
@@ -116,22 +138,42 @@ func (b *batcher) send(batch []*scriptCall) {
 	pipe := b.client.Pipeline()
 	cmds := make([]*redis.Cmd, len(batch))
 	for i, c := range batch {
-		cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+		cmds[i] = c.on(ctx, pipe, true)
 	}
 	_, _ = pipe.Exec(ctx) // each command holds its own error
 	for i, c := range batch {
-		c.res, c.err = cmds[i].Slice()
-		if c.err != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
+		c.res, c.err = cmds[i].Result()
+		if c.err != nil && c.script != nil && redis.HasErrorPrefix(c.err, "NOSCRIPT") {
 			// A Redis that restarted, or a new master: Run loads it.
-			c.res, c.err = c.script.Run(ctx, b.client, c.keys, c.args...).Slice()
+			c.res, c.err = c.script.Run(ctx, b.client, c.keys, c.args...).Result()
 		}
 	}
+}
+
+// on sends c's command to r: a script by Run to the client (it loads the
+// script where Redis lacks it), by EVALSHA into a pipeline.
+func (c *call) on(ctx context.Context, r commander, pipelined bool) *redis.Cmd {
+	switch {
+	case c.script == nil:
+		return r.Do(ctx, c.args...)
+	case pipelined:
+		return c.script.EvalSha(ctx, r, c.keys, c.args...)
+	default:
+		return c.script.Run(ctx, r, c.keys, c.args...)
+	}
+}
+
+// commander is what both a client and a pipeline take: scripts and any
+// command.
+type commander interface {
+	redis.Scripter
+	Do(ctx context.Context, args ...any) *redis.Cmd
 }
 
 // batchContext is the context of a pipeline: cancelled by none of its
 // callers (a caller that gives up returns without its answer), and bounded
 // by the latest of their deadlines, or by none if one of them has none.
-func batchContext(batch []*scriptCall) (context.Context, context.CancelFunc) {
+func batchContext(batch []*call) (context.Context, context.CancelFunc) {
 	var latest time.Time
 	for _, c := range batch {
 		d, ok := c.ctx.Deadline()

@@ -184,11 +184,11 @@ func (s *RedisStore) ReleaseLease(ctx context.Context, key Key, l Lease) error {
 		return err
 	}
 	packed, _ := packID(l.ID)
-	n, err := s.client.ZRem(ctx, s.keys(key)[0], packed+pack48(l.Started.UnixMilli())).Result()
+	n, err := s.batch.do(ctx, "zrem", s.keys(key)[0], packed+pack48(l.Started.UnixMilli()))
 	if err != nil {
 		return err
 	}
-	if n == 0 {
+	if n != int64(1) {
 		return ErrNotFound
 	}
 	return nil
