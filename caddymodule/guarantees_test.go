@@ -93,6 +93,16 @@ const guaranteesSite = `
 		}
 		reverse_proxy {upstream}
 	}
+	route /gatedsession/* {
+		stream_limit {
+			zone gatedsession
+			mode session
+			lease 3s
+			list_path /gatedsession/streams
+			store gated_test
+		}
+		reverse_proxy {upstream}
+	}
 	route /coalesce/* {
 		stream_limit {
 			zone coalesce
@@ -249,6 +259,57 @@ func TestRenewalUnderWayWhenTheStreamEnds(t *testing.T) {
 		if l := p.listed("/gated/streams", "erin"); len(l) != 0 {
 			t.Fatalf("after the stream ended and was released, the user holds %v", l)
 		}
+	}
+}
+
+// TestAContinuationDoesNotWaitOnTheStore: a session stream's request that
+// finds its renewal due while its lease still runs is served while the
+// store holds that renewal; the renewal, let go, keeps the stream.
+func TestAContinuationDoesNotWaitOnTheStore(t *testing.T) {
+	p := startCaddy(t, guaranteesSite)
+	id := p.start("/gatedsession/index.m3u8", "gina")
+	// Media confirms the start (confirm_within); its renewal is not held.
+	if r, body := p.do(http.MethodGet, "/gatedsession/seg.ts", "gina", StreamIDHeader, id); r.StatusCode != http.StatusOK {
+		t.Fatalf("first segment: %s %s", r.Status, body)
+	}
+	g := newRenewGate()
+	gate.Store(g)
+	t.Cleanup(func() { gate.Store(nil) })
+
+	// Segments, until one finds the renewal due (every 1 s) and the store
+	// holds it: each must be answered meanwhile.
+	for renewing := false; !renewing; {
+		got := make(chan string, 1)
+		go func() {
+			r, body := p.do(http.MethodGet, "/gatedsession/seg.ts", "gina", StreamIDHeader, id)
+			got <- r.Status + " " + body
+		}()
+		select {
+		case status := <-got:
+			if !strings.HasPrefix(status, "200") {
+				t.Fatalf("segment: %s", status)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a segment waited 10 s while the store held its stream's renewal")
+		}
+		select {
+		case <-g.entered:
+			renewing = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// One more while the store still holds it.
+	if r, body := p.do(http.MethodGet, "/gatedsession/seg.ts", "gina", StreamIDHeader, id); r.StatusCode != http.StatusOK {
+		t.Fatalf("segment during the renewal: %s %s", r.Status, body)
+	}
+	close(g.proceed)
+	select {
+	case <-g.answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("waited 10 s for the renewal's answer")
+	}
+	if l := p.listed("/gatedsession/streams", "gina"); len(l) != 1 {
+		t.Fatalf("after the renewal, the user holds %v, want the one stream", l)
 	}
 }
 
