@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -300,5 +301,56 @@ func TestStreamContinuedThroughAnOutageKeepsItsUserLimit(t *testing.T) {
 	}
 	if l := p.listed("/l/streams", "gina"); len(l) != 1 {
 		t.Fatalf("after the outage the user holds %d streams, want 1 (limit 1)", len(l))
+	}
+}
+
+// TestALostSlotIsFoundBesideTheRequest: Redis loses a playing stream's
+// lease (its key is gone, as after a restart without persistence) and
+// another stream of the user takes the only slot. The stream's request
+// whose renewal is due is still served, its lease running here; the
+// renewal beside it finds the slot taken, and the stream's next request
+// is refused at the limit rather than served again on its old lease.
+func TestALostSlotIsFoundBesideTheRequest(t *testing.T) {
+	srv := redistest.Start(t)
+	p := startCaddy(t, fmt.Sprintf(`
+	route /lost/* {
+		stream_limit {
+			zone lost
+			mode session
+			limit 1
+			lease 3s
+			store redis {
+				address %s
+			}
+		}
+		reverse_proxy {upstream}
+	}`, srv.Addr))
+	id := p.start("/lost/index.m3u8", "hana")
+	// Media confirms it; the confirmation's renewal has time to finish.
+	if r, body := p.do(http.MethodGet, "/lost/seg.ts", "hana", StreamIDHeader, id); r.StatusCode != http.StatusOK {
+		t.Fatalf("first segment: %s %s", r.Status, body)
+	}
+	time.Sleep(300 * time.Millisecond)
+	tag := base64.RawURLEncoding.EncodeToString([]byte("lost")) + "." + base64.RawURLEncoding.EncodeToString([]byte("hana"))
+	if _, err := srv.Do("DEL", lease.DefaultKeyPrefix+"{"+tag+"}:l"); err != nil {
+		t.Fatal(err)
+	}
+	if other := p.start("/lost/index.m3u8", "hana"); other == id {
+		t.Fatal("the other start continued the stream")
+	}
+
+	time.Sleep(1100 * time.Millisecond) // past the 1 s renewal interval
+	before := p.storeCalls("lost")
+	if r, body := p.do(http.MethodGet, "/lost/seg.ts", "hana", StreamIDHeader, id); r.StatusCode != http.StatusOK {
+		t.Fatalf("the segment whose renewal is due: %s %s", r.Status, body)
+	}
+	// Its renewal (a Renew that finds nothing, then a refused Acquire).
+	for deadline := time.Now().Add(10 * time.Second); p.storeCalls("lost") < before+2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the renewal beside the segment made %v store calls in 10 s, want 2", p.storeCalls("lost")-before)
+		}
+	}
+	if r, body := p.do(http.MethodGet, "/lost/seg.ts", "hana", StreamIDHeader, id); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("the next segment of the stream that lost its slot: %s %s, want 429", r.Status, body)
 	}
 }

@@ -48,7 +48,7 @@ type call struct {
 // run runs script as Script.Run would, in a pipeline with other callers',
 // and returns its array reply.
 func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]any, error) {
-	res, err := b.send1(&call{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})})
+	res, err := b.submit(&call{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})})
 	if err != nil {
 		return nil, err
 	}
@@ -61,32 +61,28 @@ func (b *batcher) run(ctx context.Context, script *redis.Script, keys []string, 
 
 // do runs the command args, in a pipeline with other callers'.
 func (b *batcher) do(ctx context.Context, args ...any) (any, error) {
-	return b.send1(&call{ctx: ctx, args: args, done: make(chan struct{})})
+	return b.submit(&call{ctx: ctx, args: args, done: make(chan struct{})})
 }
 
-// send1 sends c, alone or in the next pipeline, and waits for its answer.
-func (b *batcher) send1(c *call) (any, error) {
-	ctx := c.ctx
+// submit sends c at once, alone, while fewer than maxPipelines are in
+// flight (calls queue only while all are, so none is waiting then), or
+// queues it for the next pipeline; and waits for its answer.
+func (b *batcher) submit(c *call) (any, error) {
 	b.mu.Lock()
-	b.queue = append(b.queue, c)
 	if b.inFlight < maxPipelines {
 		b.inFlight++
-		batch := b.take()
 		b.mu.Unlock()
-		if len(batch) == 1 {
-			b.send(batch) // its own call alone, on its own context
-			b.next()
-		} else {
-			go b.sendThenNext(batch)
-		}
+		b.send([]*call{c}) // on its own context
+		b.next()
 	} else {
+		b.queue = append(b.queue, c)
 		b.mu.Unlock()
 	}
 	select {
 	case <-c.done:
 		return c.res, c.err
-	case <-ctx.Done():
-		return nil, ctx.Err() // (its call may still run, as a call cut short would)
+	case <-c.ctx.Done():
+		return nil, c.ctx.Err() // (its call may still run, as a call cut short would)
 	}
 }
 
