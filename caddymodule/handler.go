@@ -483,7 +483,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		again = reopenKeyOf(r, key.User, h.Client)
 		if id, ok := h.zone.reopens.recall(again); ok {
 			ref := streamRef{key, id}
-			if ls := h.zone.lookup(ref); ls != nil && ls.held() {
+			if ls := h.zone.lookup(ref); ls != nil && ls.heldOnceRenewed() {
 				if _, revoked := ls.fresh(h.ttl()); !revoked {
 					if h.sharing.Turns > 0 {
 						ls.restart(clientHint(r, h.Client))
@@ -630,7 +630,9 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 func (h *Handler) renewBeside(r *http.Request, ref streamRef, ls *localStream, limit int) {
 	defer ls.renewing.Unlock()
 	ttl := ls.leaseTTL()
-	d, err := h.renewFor(r, ref, ttl, limit)
+	ctx, cancel := h.storeContext(r)
+	defer cancel()
+	d, err := h.zone.renew(unhurried(ctx, h.ttl()), ref, ttl, limit)
 	switch {
 	case err == nil && d.Admitted:
 		ls.confirm(ttl)

@@ -133,6 +133,16 @@ func (f *liveRequest) finish() {
 // third of the lease, so two renewals may fail before the lease lapses.
 func renewEvery(ttl time.Duration) time.Duration { return ttl / 3 }
 
+// unhurried marks the store calls made with ctx as ones nobody waits on: a
+// renewal beside a request being served, or the keepalive's, of a stream
+// whose lease is ttl. The store may hold each a tenth of a renewal interval
+// (50 ms at most) to send it with others (lease.Unhurried): many streams'
+// renewals then share a round trip, whose system calls are most of what a
+// renewal costs Caddy.
+func unhurried(ctx context.Context, ttl time.Duration) context.Context {
+	return lease.Unhurried(ctx, min(50*time.Millisecond, renewEvery(ttl)/10))
+}
+
 // lookup returns the local state of a stream, or nil.
 func (z *zone) lookup(ref streamRef) *localStream {
 	z.mu.Lock()
@@ -299,6 +309,15 @@ func (ls *localStream) held() bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	return !ls.confirmed.IsZero() && now().Before(ls.storeUntil)
+}
+
+// heldOnceRenewed is held, after the stream's renewal under way, if one
+// is, has its answer: a lease renewed beside a request is carried on once
+// the store answers, which it may do after a while (lease.Unhurried).
+func (ls *localStream) heldOnceRenewed() bool {
+	ls.renewing.Lock()
+	defer ls.renewing.Unlock()
+	return ls.held()
 }
 
 // admitted records the start of the lease the store just gave the stream.
@@ -588,7 +607,7 @@ func (ls *localStream) keepAlive() {
 
 	z, logger := ls.zone, ls.zone.logger.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), renewEvery(terms.ttl))
-	d, err := z.renew(ctx, ls.ref, ttl, terms.limit)
+	d, err := z.renew(unhurried(ctx, terms.ttl), ls.ref, ttl, terms.limit)
 	cancel()
 	if err == nil && !d.Admitted {
 		err = errAtLimit

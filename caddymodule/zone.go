@@ -196,8 +196,14 @@ func (z *zone) release(ref streamRef) { z.releaseFor(ref, causeConnectionEnd) }
 
 // releaseFor frees a stream's slot now, for cause.
 func (z *zone) releaseFor(ref streamRef, cause string) {
+	z.releaseIn(context.Background(), ref, cause)
+}
+
+// releaseIn frees a stream's slot for cause, with the store call made in
+// ctx (bounded by the store's timeout).
+func (z *zone) releaseIn(ctx context.Context, ref streamRef, cause string) {
 	started := z.forget(ref)
-	ctx, cancel := z.callContext(context.Background())
+	ctx, cancel := z.callContext(ctx)
 	defer cancel()
 	err := z.releaseLease(ctx, ref, started)
 	if err == nil {

@@ -13,16 +13,23 @@ import (
 // scripts, and the ZREM that frees a lease named whole) as pipelines: one
 // write and one read for many calls, in the client and in Redis, whose CPU
 // bounds how many leases a Redis can keep (docs/BENCHMARKS.md). A call
-// that finds fewer than maxPipelines in flight is sent at once, alone:
-// batching costs a lone caller nothing, and under load calls gather while
+// that finds fewer than maxPipelines in flight is sent at once (alone,
+// unless unhurried calls wait): batching costs a lone caller nothing, and under load calls gather while
 // the pipelines before them are answered. Each call is still one command,
 // atomic on its own; a pipeline only shares the round trip.
+//
+// A call made Unhurried waits in the queue instead, for the next pipeline
+// that any other call sends, or for its wait to end: the renewals and
+// releases that a Caddy makes beside its requests then share round trips
+// even when few are made at once.
 type batcher struct {
 	client redis.UniversalClient
 
 	mu       sync.Mutex
 	queue    []*call
-	inFlight int // pipelines sent and not yet answered
+	inFlight int         // pipelines sent and not yet answered
+	flush    *time.Timer // sends the unhurried calls queued, if none went sooner
+	armed    bool        // flush is due
 }
 
 // The most pipelines in flight at once, and the most calls in one: a few
@@ -64,19 +71,35 @@ func (b *batcher) do(ctx context.Context, args ...any) (any, error) {
 	return b.submit(&call{ctx: ctx, args: args, done: make(chan struct{})})
 }
 
-// submit sends c at once, alone, while fewer than maxPipelines are in
-// flight (calls queue only while all are, so none is waiting then), or
-// queues it for the next pipeline; and waits for its answer.
+// submit sends c at once while fewer than maxPipelines are in flight, after
+// the unhurried calls queued (alone if none are); or queues it for the
+// next pipeline, as it does an unhurried call, for which it arms the flush.
+// Then it waits for c's answer.
 func (b *batcher) submit(c *call) (any, error) {
 	b.mu.Lock()
-	if b.inFlight < maxPipelines {
-		b.inFlight++
+	switch wait := unhurried(c.ctx); {
+	case b.inFlight >= maxPipelines:
+		b.queue = append(b.queue, c) // the pipeline answered next takes it
 		b.mu.Unlock()
-		b.send([]*call{c}) // on its own context
-		b.next()
-	} else {
+	case wait > 0:
 		b.queue = append(b.queue, c)
+		if !b.armed {
+			b.armed = true
+			if b.flush == nil {
+				b.flush = time.AfterFunc(wait, b.flushed)
+			} else {
+				b.flush.Reset(wait)
+			}
+		}
 		b.mu.Unlock()
+	default:
+		b.inFlight++
+		// After the calls queued before it: a release waiting goes before
+		// the start that may need its slot.
+		batch := append(b.take(maxBatch-1), c)
+		b.mu.Unlock()
+		b.send(batch)
+		b.next()
 	}
 	select {
 	case <-c.done:
@@ -86,9 +109,9 @@ func (b *batcher) submit(c *call) (any, error) {
 	}
 }
 
-// take removes the next batch from the queue; b.mu is held.
-func (b *batcher) take() []*call {
-	n := min(len(b.queue), maxBatch)
+// take removes up to n calls from the queue; b.mu is held.
+func (b *batcher) take(n int) []*call {
+	n = min(len(b.queue), n)
 	batch := b.queue[:n:n]
 	b.queue = b.queue[n:]
 	if len(b.queue) == 0 {
@@ -107,9 +130,24 @@ func (b *batcher) next() {
 		b.mu.Unlock()
 		return
 	}
-	batch := b.take()
+	batch := b.take(maxBatch)
 	b.mu.Unlock()
 	go b.sendThenNext(batch)
+}
+
+// flushed sends the unhurried calls still queued when their wait ends,
+// unless every pipeline is in flight: the next answered takes them.
+func (b *batcher) flushed() {
+	b.mu.Lock()
+	b.armed = false
+	if len(b.queue) == 0 || b.inFlight >= maxPipelines {
+		b.mu.Unlock()
+		return
+	}
+	b.inFlight++
+	batch := b.take(maxBatch)
+	b.mu.Unlock()
+	b.sendThenNext(batch)
 }
 
 func (b *batcher) sendThenNext(batch []*call) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
@@ -60,5 +61,127 @@ func TestBatchedCallsGetTheirOwnAnswers(t *testing.T) {
 	_, err := s.Acquire(gone, AcquireRequest{Key: Key{"batch", "frozen"}, ID: uuid.NewString(), Limit: 3, TTL: time.Minute})
 	if err == nil {
 		t.Fatal("acquire from a frozen Redis succeeded")
+	}
+}
+
+// pipelineSizes counts what a store sends through a client: the size of
+// each pipeline, and the commands sent alone as pipelines of one. (The
+// client's own commands on a new connection are not the store's.)
+type pipelineSizes struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (p *pipelineSizes) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (p *pipelineSizes) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		p.add([]redis.Cmder{cmd})
+		return next(ctx, cmd)
+	}
+}
+
+func (p *pipelineSizes) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		p.add(cmds)
+		return next(ctx, cmds)
+	}
+}
+
+func (p *pipelineSizes) add(cmds []redis.Cmder) {
+	n := 0
+	for _, c := range cmds {
+		if name := c.Name(); name != "hello" && name != "client" {
+			n++
+		}
+	}
+	if n > 0 {
+		p.mu.Lock()
+		p.sizes = append(p.sizes, n)
+		p.mu.Unlock()
+	}
+}
+
+// take returns the sizes sent since the last take.
+func (p *pipelineSizes) take() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sizes := p.sizes
+	p.sizes = nil
+	return sizes
+}
+
+// TestUnhurriedCallsShareARoundTrip: renewals made Unhurried wait for the
+// next call sent, and go with it in one pipeline; with no other call, they
+// go together when their wait ends. Each gets its own answer.
+func TestUnhurriedCallsShareARoundTrip(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t)
+	sent := &pipelineSizes{}
+	client.AddHook(sent)
+	s, _ := NewRedisStore(client, RedisOptions{})
+	ctx := context.Background()
+	const n = 10
+	keys, ids := make([]Key, n), make([]string, n)
+	for i := range n {
+		keys[i], ids[i] = Key{"unhurried", strconv.Itoa(i)}, uuid.NewString()
+		if _, err := s.Acquire(ctx, AcquireRequest{Key: keys[i], ID: ids[i], Limit: 3, TTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Renew(ctx, keys[0], ids[0], time.Minute); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	// queued waits until want calls wait in the store's queue.
+	queued := func(want int) {
+		t.Helper()
+		for {
+			s.batch.mu.Lock()
+			got := len(s.batch.queue)
+			s.batch.mu.Unlock()
+			if got == want {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	renewAll := func(wg *sync.WaitGroup) {
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// An hour's wait: only another call, or the flush, sends them.
+				l, err := s.Renew(Unhurried(ctx, time.Hour), keys[i], ids[i], 2*time.Minute)
+				if err != nil || l.ID != ids[i] {
+					t.Errorf("unhurried renewal of %s: %+v, %v", ids[i], l, err)
+				}
+			}()
+		}
+	}
+
+	for _, then := range []string{"another call", "the wait's end"} {
+		sent.take()
+		var wg sync.WaitGroup
+		renewAll(&wg)
+		queued(n)
+		if got := sent.take(); len(got) != 0 {
+			t.Fatalf("before %s: sent %v, want nothing", then, got)
+		}
+		switch then {
+		case "another call":
+			if _, err := s.Renew(ctx, keys[0], ids[0], 2*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		case "the wait's end":
+			s.batch.flush.Reset(0) // the hour is up
+		}
+		wg.Wait()
+		want := n
+		if then == "another call" {
+			want = n + 1
+		}
+		if got := sent.take(); len(got) != 1 || got[0] != want {
+			t.Errorf("after %s: sent %v, want one pipeline of %d", then, got, want)
+		}
 	}
 }

@@ -132,6 +132,25 @@ type LeaseReleaser interface {
 	ReleaseLease(ctx context.Context, key Key, l Lease) error
 }
 
+// Unhurried marks the store calls made with the context it returns as
+// ones nobody waits on (a renewal beside a request already being served, a
+// release after the response went): a store that sends concurrent calls
+// together, as the Redis store does, may hold such a call up to wait, so
+// that it shares a round trip with others. Other stores ignore it; the call
+// is the same call either way, and its context still bounds it.
+func Unhurried(ctx context.Context, wait time.Duration) context.Context {
+	return context.WithValue(ctx, unhurriedKey{}, wait)
+}
+
+type unhurriedKey struct{}
+
+// unhurried is how long a call made with ctx may wait to be sent: zero
+// unless Unhurried said otherwise.
+func unhurried(ctx context.Context) time.Duration {
+	wait, _ := ctx.Value(unhurriedKey{}).(time.Duration)
+	return wait
+}
+
 // TombstoneTTL is how long a revoked stream's id stays refused, for a
 // stream whose lease is ttl: long enough that a player retrying the id keeps
 // hearing "revoked" rather than being admitted afresh.
