@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -206,4 +207,76 @@ func heapInUse() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse)
+}
+
+// BenchmarkContinuationBesideTheSweep measures what the sweep of idle
+// streams (every 10 s) does to the requests that arrive while it runs, in
+// a zone of 1M live streams on the memory store: continuations of those
+// streams through the handler, on one goroutine, while another sweeps
+// every 10 ms. It reports the continuations' p99 and worst latency, and
+// how long a sweep takes.
+//
+//	go test -run '^$' -bench ContinuationBesideTheSweep -benchtime 20000x ./caddymodule/
+func BenchmarkContinuationBesideTheSweep(b *testing.B) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	h := &Handler{Zone: "sweep", Mode: ModeSession, Lease: caddy.Duration(time.Hour)}
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer h.Cleanup()
+	request := func(user int, id string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/hls/seg00.ts", nil)
+		r.Header.Set("X-User-Id", "viewer-"+strconv.Itoa(user))
+		if id != "" {
+			r.Header.Set(StreamIDHeader, id)
+		}
+		return r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddyhttp.NewTestReplacer(r)))
+	}
+	const streams = 1_000_000
+	ids := make([]string, streams)
+	w := headerOnly{http.Header{}}
+	for i := range ids {
+		clear(w.h)
+		if err := h.ServeHTTP(w, request(i/3, ""), nopHandler); err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = w.h.Get(StreamIDHeader)
+	}
+
+	stop, swept := make(chan struct{}), make(chan time.Duration, 1)
+	go func() {
+		var n int
+		var took time.Duration
+		for {
+			select {
+			case <-stop:
+				swept <- took / time.Duration(max(n, 1))
+				return
+			default:
+			}
+			began := time.Now()
+			h.zone.sweepIdle(now())
+			took += time.Since(began)
+			n++
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		s := (i * 7919) % streams
+		r := request(s/3, ids[s])
+		began := time.Now()
+		if err := h.ServeHTTP(w, r, nopHandler); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(began))
+	}
+	b.StopTimer()
+	close(stop)
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
+	b.ReportMetric(float64((<-swept).Microseconds()), "µs/sweep")
 }

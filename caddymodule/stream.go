@@ -145,9 +145,10 @@ func unhurried(ctx context.Context, ttl time.Duration) context.Context {
 
 // lookup returns the local state of a stream, or nil.
 func (z *zone) lookup(ref streamRef) *localStream {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return z.streams[ref]
+	s := z.streams.shard(ref)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[ref]
 }
 
 // forget drops the local state of a stream, unless it is revoked: a
@@ -156,9 +157,10 @@ func (z *zone) lookup(ref streamRef) *localStream {
 // it revoked when it enters, rather than entering a new, unrevoked state.
 // It returns the start of the stream's lease, if it was admitted here.
 func (z *zone) forget(ref streamRef) (started time.Time) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if ls := z.streams[ref]; ls != nil {
+	s := z.streams.shard(ref)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ls := s.m[ref]; ls != nil {
 		ls.mu.Lock()
 		revoked := ls.revoked
 		started = ls.started
@@ -167,7 +169,7 @@ func (z *zone) forget(ref streamRef) (started time.Time) {
 			return started
 		}
 	}
-	delete(z.streams, ref)
+	delete(s.m, ref)
 	return started
 }
 
@@ -179,12 +181,13 @@ func (z *zone) forget(ref streamRef) (started time.Time) {
 // starts one. cancel cuts the request; a request without one (a manifest,
 // see Handler.serve) is not registered, and its req is nil.
 func (z *zone) enter(ref streamRef, terms streamTerms, confirmed bool, cancel context.CancelCauseFunc) (ls *localStream, req *liveRequest, revoked bool) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	ls = z.streams[ref]
+	s := z.streams.shard(ref)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ls = s.m[ref]
 	if ls == nil {
 		ls = &localStream{ref: ref, zone: z}
-		z.streams[ref] = ls
+		s.put(ref, ls)
 	}
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -682,27 +685,36 @@ const maxLocalRevoked = 10_000
 // it is revoked, so that its next request is refused without asking the
 // store.
 func (z *zone) markRevoked(ref streamRef, ttl time.Duration) {
-	z.mu.Lock()
-	ls := z.streams[ref]
+	s := z.streams.shard(ref)
+	s.mu.Lock()
+	ls := s.m[ref]
 	if ls == nil {
 		// Remember it even with nothing in flight: its next request here is
 		// refused at once, whatever renewal coalescing would skip.
 		ls = &localStream{ref: ref, zone: z, terms: streamTerms{ttl: ttl}, confirmed: now(), storeUntil: now().Add(ttl)}
-		z.streams[ref] = ls
+		s.put(ref, ls)
 	}
+	s.mu.Unlock()
+	z.mu.Lock()
 	z.revokedOrder = append(z.revokedOrder, ref)
-	for len(z.revokedOrder) > maxLocalRevoked {
-		oldest := z.revokedOrder[0]
-		z.revokedOrder = z.revokedOrder[1:]
-		if old := z.streams[oldest]; old != nil && old != ls {
+	var oldest []streamRef
+	if n := len(z.revokedOrder) - maxLocalRevoked; n > 0 {
+		oldest = slices.Clone(z.revokedOrder[:n])
+		z.revokedOrder = z.revokedOrder[n:]
+	}
+	z.mu.Unlock()
+	for _, ref := range oldest {
+		s := z.streams.shard(ref)
+		s.mu.Lock()
+		if old := s.m[ref]; old != nil && old != ls {
 			old.mu.Lock()
 			if old.revoked && len(old.requests) == 0 {
-				delete(z.streams, oldest)
+				delete(s.m, ref)
 			}
 			old.mu.Unlock()
 		}
+		s.mu.Unlock()
 	}
-	z.mu.Unlock()
 	ls.markRevoked()
 }
 

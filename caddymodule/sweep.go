@@ -18,31 +18,35 @@ func (z *zone) forgetIdleEvery(interval time.Duration) {
 		case <-z.stop:
 			return
 		case <-t.C:
-			now := now()
-			active := 0
-			z.mu.Lock()
-			for ref, ls := range z.streams {
-				ls.mu.Lock()
-				var idle bool
-				if ls.revoked {
-					idle = len(ls.requests) == 0 && now.Sub(ls.confirmed) > lease.TombstoneTTL(ls.terms.ttl)
-				} else {
-					held := len(ls.requests) > 0 || ls.keepalive != nil || !now.After(ls.storeUntil)
-					idle = !held
-					if held {
-						active++
-					}
-				}
-				ls.mu.Unlock()
-				if idle {
-					delete(z.streams, ref)
-				}
-			}
-			z.mu.Unlock()
-			z.reopens.forget(now, func(user, id string) bool {
-				return z.lookup(streamRef{lease.Key{Zone: z.name, User: user}, id}) == nil
-			})
-			metrics.active.WithLabelValues(z.name).Set(float64(active))
+			metrics.active.WithLabelValues(z.name).Set(float64(z.sweepIdle(now())))
 		}
 	}
+}
+
+// sweepIdle forgets the idle streams, as of now, and returns how many
+// streams are active.
+func (z *zone) sweepIdle(now time.Time) (active int) {
+	z.streams.each(func(s *streamShard) {
+		for ref, ls := range s.m {
+			ls.mu.Lock()
+			var idle bool
+			if ls.revoked {
+				idle = len(ls.requests) == 0 && now.Sub(ls.confirmed) > lease.TombstoneTTL(ls.terms.ttl)
+			} else {
+				held := len(ls.requests) > 0 || ls.keepalive != nil || !now.After(ls.storeUntil)
+				idle = !held
+				if held {
+					active++
+				}
+			}
+			ls.mu.Unlock()
+			if idle {
+				delete(s.m, ref)
+			}
+		}
+	})
+	z.reopens.forget(now, func(user, id string) bool {
+		return z.lookup(streamRef{lease.Key{Zone: z.name, User: user}, id}) == nil
+	})
+	return active
 }

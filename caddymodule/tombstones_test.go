@@ -89,9 +89,7 @@ func TestLocalRevokedStreamsAreBounded(t *testing.T) {
 	for range 3 * maxLocalRevoked {
 		z.markRevoked(streamRef{key, lease.NewID(lease.NewSecret(), key)}, time.Minute)
 	}
-	z.mu.Lock()
-	n, kept := len(z.streams), z.streams[busy] != nil
-	z.mu.Unlock()
+	n, kept := z.streams.len(), z.lookup(busy) != nil
 	if n > maxLocalRevoked+1 {
 		t.Fatalf("%d revoked streams remembered, want at most %d", n, maxLocalRevoked+1)
 	}

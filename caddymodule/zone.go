@@ -31,11 +31,12 @@ type zone struct {
 	// storeTimeout bounds each store call; 0 for a store without I/O.
 	storeTimeout time.Duration
 
-	mu      sync.Mutex
-	streams map[streamRef]*localStream
+	streams *streamTable
 	// revokedOrder lists revoked streams, oldest first, so that the oldest
 	// idle ones can go when there are more than maxLocalRevoked: one client
 	// flooding closes or evictions must not grow this process without end.
+	// mu guards it.
+	mu           sync.Mutex
 	revokedOrder []streamRef
 	// reopens are recent starts by client and title (reopen.go).
 	reopens reopens
@@ -82,7 +83,7 @@ func loadZone(name string, store StoreModule) (*zone, error) {
 			name:          name,
 			storeIdentity: store.Identity(),
 			storeTimeout:  store.CallTimeout(),
-			streams:       make(map[streamRef]*localStream),
+			streams:       newStreamTable(),
 			stop:          make(chan struct{}),
 		}
 		z.logger.Store(zap.NewNop())
@@ -129,16 +130,16 @@ func (z *zone) Destruct() error {
 	// stream in flight gives its slot back here, or it would hold it until
 	// its lease lapses. (Session streams keep theirs: the player may go on
 	// through another instance.)
-	z.mu.Lock()
 	var ending []*localStream
-	for _, ls := range z.streams {
-		ls.mu.Lock()
-		if len(ls.requests) > 0 && !ls.terms.session && !ls.ended {
-			ending = append(ending, ls)
+	z.streams.each(func(s *streamShard) {
+		for _, ls := range s.m {
+			ls.mu.Lock()
+			if len(ls.requests) > 0 && !ls.terms.session && !ls.ended {
+				ending = append(ending, ls)
+			}
+			ls.mu.Unlock()
 		}
-		ls.mu.Unlock()
-	}
-	z.mu.Unlock()
+	})
 	for _, ls := range ending {
 		ls.end(func() { z.release(ls.ref) })
 		ls.cutAll() // it holds no slot now
