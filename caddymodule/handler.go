@@ -629,10 +629,10 @@ func (h *Handler) continueStream(w http.ResponseWriter, r *http.Request, next ca
 // the request is served; the caller holds ls.renewing, which it releases.
 func (h *Handler) renewBeside(r *http.Request, ref streamRef, ls *localStream, limit int) {
 	defer ls.renewing.Unlock()
-	ttl := ls.leaseTTL()
 	ctx, cancel := h.storeContext(r)
 	defer cancel()
-	d, err := h.zone.renew(unhurried(ctx, h.ttl()), ref, ttl, limit)
+	ctx, ttl := unhurried(ctx, h.ttl(), ls.leaseTTL())
+	d, err := h.zone.renew(ctx, ref, ttl, limit)
 	switch {
 	case err == nil && d.Admitted:
 		ls.confirm(ttl)

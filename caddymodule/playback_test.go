@@ -58,12 +58,16 @@ func TestLeaseFollowsPlayback(t *testing.T) {
 				if !expires.Before(began[layout].Add(titleLength+grace-2*time.Second)) || time.Now().After(deadline) {
 					// The title's media from when it was fetched, plus the
 					// grace; audio counted once. (ffmpeg reads the first
-					// segments of every rendition to choose one: a few
-					// seconds more, as an ABR switch adds.)
-					if expires.Before(began[layout].Add(titleLength+grace-2*time.Second)) || expires.After(ended[layout].Add(titleLength+grace+8*time.Second)) {
+					// segments of every rendition to choose one: 8.1 s
+					// more here, as an ABR switch adds; and a second for
+					// the last renewal's trip on a loaded machine, whose
+					// lease runs from when the store takes it.)
+					if expires.Before(began[layout].Add(titleLength+grace-2*time.Second)) || expires.After(ended[layout].Add(titleLength+grace+9*time.Second)) {
 						t.Fatalf("%s: the lease runs to %v after the fetch began (it took %v), want about %v (the media) + %v",
 							layout, expires.Sub(began[layout]).Round(time.Millisecond), ended[layout].Sub(began[layout]).Round(time.Millisecond), titleLength, grace)
 					}
+					t.Logf("%s: the lease runs to %v after the fetch began (it took %v)", layout,
+						expires.Sub(began[layout]).Round(time.Millisecond), ended[layout].Sub(began[layout]).Round(time.Millisecond))
 					if expires.After(latest) {
 						latest = expires
 					}

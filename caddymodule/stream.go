@@ -133,14 +133,17 @@ func (f *liveRequest) finish() {
 // third of the lease, so two renewals may fail before the lease lapses.
 func renewEvery(ttl time.Duration) time.Duration { return ttl / 3 }
 
-// unhurried marks the store calls made with ctx as ones nobody waits on: a
-// renewal beside a request being served, or the keepalive's, of a stream
-// whose lease is ttl. The store may hold each a tenth of a renewal interval
-// (50 ms at most) to send it with others (lease.Unhurried): many streams'
-// renewals then share a round trip, whose system calls are most of what a
-// renewal costs Caddy.
-func unhurried(ctx context.Context, ttl time.Duration) context.Context {
-	return lease.Unhurried(ctx, min(50*time.Millisecond, renewEvery(ttl)/10))
+// unhurried marks a renewal for ttl as one nobody waits on: beside a
+// request being served, or the keepalive's, of a stream whose grace is
+// grace. The store may hold it a tenth of a renewal interval (50 ms at
+// most) to send it with others (lease.Unhurried): many streams' renewals
+// then share a round trip, whose system calls are most of what a renewal
+// costs Caddy. It returns the context to renew in, and ttl less that wait,
+// so that a lease carried to the end of its media plus the grace ends no
+// later for having waited to be sent.
+func unhurried(ctx context.Context, grace, ttl time.Duration) (context.Context, time.Duration) {
+	wait := min(50*time.Millisecond, renewEvery(grace)/10)
+	return lease.Unhurried(ctx, wait), ttl - wait
 }
 
 // lookup returns the local state of a stream, or nil.
@@ -610,7 +613,8 @@ func (ls *localStream) keepAlive() {
 
 	z, logger := ls.zone, ls.zone.logger.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), renewEvery(terms.ttl))
-	d, err := z.renew(unhurried(ctx, terms.ttl), ls.ref, ttl, terms.limit)
+	ctx, ttl = unhurried(ctx, terms.ttl, ttl)
+	d, err := z.renew(ctx, ls.ref, ttl, terms.limit)
 	cancel()
 	if err == nil && !d.Admitted {
 		err = errAtLimit
