@@ -732,13 +732,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	}
 	t, _ := caddyhttp.GetVar(r.Context(), tokenVar).(*pathToken)
 	if t != nil && t.scope == scopeFile && isProgressive(r.URL.Path) {
-		// A progressive file: its bytes are its media.
+		// A progressive file: its bytes are its media, counted as sent
+		// also when the response ends partway (the origin dropped it, or
+		// the player stopped it to seek: reverse_proxy then aborts with a
+		// panic). The player keeps what it read.
 		pw := &progressiveWriter{ResponseWriter: w, known: ls.knowsFile()}
-		err := next.ServeHTTP(pw, r)
-		if err == nil {
-			ls.playedFile(pw.media)
-		}
-		return err
+		defer ls.playedFile(pw.media)
+		return next.ServeHTTP(pw, r)
 	}
 	if t != nil && t.media > 0 {
 		// A segment of the stream's main track: it is one player's, and

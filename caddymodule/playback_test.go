@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -199,5 +202,48 @@ func fetchTitle(t *testing.T, p *proxy, layout, user string) {
 		"-c", "copy", "-f", "null", "-").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: ffmpeg: %v\n%s", layout, err, out)
+	}
+}
+
+// TestADownloadCutShortCountsWhatItGot: a progressive download that ends
+// partway (the origin drops the connection halfway through the file here;
+// a player stopping to seek ends it so too) still gave the player the
+// media it read, and the stream's lease follows that media: carried past
+// the grace, through the half of the title sent.
+func TestADownloadCutShortCountsWhatItGot(t *testing.T) {
+	const grace = 6 * time.Second
+	dir := testmedia.Dir(t)
+	file, err := os.ReadFile(filepath.Join(dir, "mp4", "video.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	media := testmedia.Origin(dir)
+	origin := origintest.StartWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/video.mp4") || r.Header.Get("Range") != "" {
+			media.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "video/mp4")
+		w.Header().Set("Content-Length", strconv.Itoa(len(file)))
+		w.Write(file[:len(file)/2])
+		http.NewResponseController(w).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	p := mediaSiteWith(t, origin.Addr, fmt.Sprintf("lease %v", grace))
+	resp, body := p.do(http.MethodGet, testmedia.Entry["mp4"], "halfway")
+	if resp.StatusCode != http.StatusOK || len(body) >= len(file) {
+		t.Fatalf("the download: %s, %d bytes of %d; want 200, cut short", resp.Status, len(body), len(file))
+	}
+	// The keepalive carries the lease within a renewal interval.
+	for deadline := time.Now().Add(3 * grace); ; time.Sleep(100 * time.Millisecond) {
+		left, n := leaseLeft(p, "halfway")
+		if n == 1 && left > titleLength/3 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams, lease running %v more; want 1, carried through the half of the title sent (%v)", n, left.Round(time.Millisecond), titleLength/2)
+		}
 	}
 }
