@@ -14,8 +14,8 @@ import (
 // write and one read for many calls, in the client and in Redis, whose CPU
 // bounds how many leases a Redis can keep (docs/BENCHMARKS.md). A call
 // that finds fewer than maxPipelines in flight is sent at once (alone,
-// unless unhurried calls wait): batching costs a lone caller nothing, and under load calls gather while
-// the pipelines before them are answered. Each call is still one command,
+// unless unhurried calls wait): batching costs a lone caller nothing, and
+// under load calls gather while the pipelines before them are answered. Each call is still one command,
 // atomic on its own; a pipeline only shares the round trip.
 //
 // A call made Unhurried waits in the queue instead, for the next pipeline
@@ -29,7 +29,8 @@ type batcher struct {
 	queue    []*call
 	inFlight int         // pipelines sent and not yet answered
 	flush    *time.Timer // sends the unhurried calls queued, if none went sooner
-	armed    bool        // flush is due
+	armed    bool        // flush is set, to fire at due
+	due      time.Time
 }
 
 // The most pipelines in flight at once, and the most calls in one: a few
@@ -83,8 +84,9 @@ func (b *batcher) submit(c *call) (any, error) {
 		b.mu.Unlock()
 	case wait > 0:
 		b.queue = append(b.queue, c)
-		if !b.armed {
-			b.armed = true
+		// The flush fires when the first wait of those queued ends.
+		if due := time.Now().Add(wait); !b.armed || due.Before(b.due) {
+			b.armed, b.due = true, due
 			if b.flush == nil {
 				b.flush = time.AfterFunc(wait, b.flushed)
 			} else {

@@ -113,7 +113,9 @@ func (p *pipelineSizes) take() []int {
 
 // TestUnhurriedCallsShareARoundTrip: renewals made Unhurried wait for the
 // next call sent, and go with it in one pipeline; with no other call, they
-// go together when their wait ends. Each gets its own answer.
+// go together when their wait ends. Each gets its own answer. A release
+// made Unhurried goes ahead of the start sent after it, and is sent when
+// its own wait ends, not a longer one queued before it.
 func TestUnhurriedCallsShareARoundTrip(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.Client(t)
@@ -183,5 +185,48 @@ func TestUnhurriedCallsShareARoundTrip(t *testing.T) {
 		if got := sent.take(); len(got) != 1 || got[0] != want {
 			t.Errorf("after %s: sent %v, want one pipeline of %d", then, got, want)
 		}
+	}
+
+	// A release waiting goes ahead of the start sent after it, which finds
+	// its slot free: a user at the limit who ends a stream and starts
+	// another is admitted. (With its script loaded: a script that Redis
+	// forgot, after a restart, is loaded after its pipeline and runs then.)
+	if err := s.Release(ctx, keys[1], ids[1]); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	full := Key{"unhurried", "full"}
+	for i := range 3 {
+		if d, err := s.Acquire(ctx, AcquireRequest{Key: full, ID: ids[i], Limit: 3, TTL: time.Minute}); err != nil || !d.Admitted {
+			t.Fatalf("filling: %+v, %v", d, err)
+		}
+	}
+	sent.take()
+	released := make(chan error, 1)
+	go func() { released <- s.Release(Unhurried(ctx, time.Hour), full, ids[0]) }()
+	queued(1)
+	d, err := s.Acquire(ctx, AcquireRequest{Key: full, ID: uuid.NewString(), Limit: 3, TTL: time.Minute})
+	if err != nil || !d.Admitted {
+		t.Fatalf("a start after a release waiting, at the limit: %+v, %v; want admitted", d, err)
+	}
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+	if got := sent.take(); len(got) != 1 || got[0] != 2 {
+		t.Errorf("the release and the start: sent %v, want one pipeline of 2", got)
+	}
+
+	// A call whose wait ends first is not held to the wait of one queued
+	// before it: a release's milliseconds, behind a renewal's hour.
+	renewed := make(chan error, 1)
+	go func() {
+		_, err := s.Renew(Unhurried(ctx, time.Hour), keys[2], ids[2], time.Minute)
+		renewed <- err
+	}()
+	queued(1)
+	if err := s.Release(Unhurried(ctx, time.Millisecond), full, ids[1]); err != nil {
+		t.Fatalf("a release with a short wait, behind a renewal with a long one: %v", err)
+	}
+	if err := <-renewed; err != nil {
+		t.Fatal(err)
 	}
 }
