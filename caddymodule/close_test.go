@@ -113,9 +113,12 @@ func TestDeleteRacingFirstRequests(t *testing.T) {
 			if r, _ := p.do(http.MethodGet, fmt.Sprintf("/v/fresh%d-3/slow.ts", round), user); r.StatusCode != http.StatusTooManyRequests {
 				t.Fatalf("round %d: fourth fresh start: %s, want 429", round, r.Status)
 			}
-			if n := o.Serving(title); n != 0 {
-				t.Fatalf("round %d: beside the 3 fresh streams the origin serves %d of the closed one", round, n)
-			}
+			// (Every client of the closed stream has left, so a request of
+			// it at the origin now is one Caddy gave up on, whose handler
+			// started late on a loaded machine: it ends at its first write.
+			// One that Caddy kept proxying would trickle on.)
+			eventually(t, fmt.Sprintf("round %d: beside the 3 fresh streams the origin serves none of the closed one", round),
+				func() bool { return o.Serving(title) == 0 })
 			for _, s := range fresh {
 				s.cancel()
 			}
