@@ -46,7 +46,7 @@ var (
 	only     = flag.String("scenarios", "abcde", "the scenarios to run: (a) steady, (b) churn, (c) denial storm, (d) manifests, (e) fleet")
 	segments = flag.String("playlist-segments", "10,300,1000", "the sizes, in segments of 2 s, of the media playlists of the manifests scenario, one table each: a live window, and DVR windows of 10 and 33 minutes")
 	pin      = flag.Bool("pin", true, "on two or more cores, run the Caddys under test on core 0 and this process (load, origin, Redis) on core 1, with taskset")
-	profiles = flag.String("profile", "", "a directory to write each target's CPU profile of its last round of each scenario to (Caddy's admin /debug/pprof; of a fleet, its first Caddy's)")
+	profiles = flag.String("profile", "", "a directory to write each target's CPU profile, and the profile of what it allocated, over its last round of each scenario to (Caddy's admin /debug/pprof; of a fleet, its first Caddy's)")
 )
 
 // scenario is the name of the scenario running, for the profiles' names.
@@ -624,29 +624,47 @@ func processCPU(pid int) time.Duration {
 // times: 100 on Linux everywhere.
 const clockTicks = 100
 
-// profile writes a CPU profile of the target over d, from now, to
-// -profile's directory; the channel is closed when it is written.
+// profile writes a CPU profile of the target over d, from now, and a
+// profile of what it allocated over the same time, to -profile's
+// directory; the channel is closed when both are written.
 func (t *target) profile(d time.Duration) chan struct{} {
 	done := make(chan struct{})
+	base := filepath.Join(*profiles, scenario+"-"+strings.NewReplacer(" ", "_", ",", "").Replace(t.name))
+	var wg sync.WaitGroup
+	for kind, suffix := range map[string]string{"profile": ".pprof", "allocs": ".allocs.pprof"} {
+		wg.Go(func() {
+			url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", t.admin, kind, int(d.Seconds()))
+			if err := saveTo(base+suffix, url); err != nil {
+				log.Printf("%s of %s: %v", kind, t.name, err)
+			}
+		})
+	}
 	go func() {
-		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.admin, int(d.Seconds())))
-		if err != nil {
-			log.Printf("profile of %s: %v", t.name, err)
-			return
-		}
-		defer resp.Body.Close()
-		name := filepath.Join(*profiles, scenario+"-"+strings.NewReplacer(" ", "_", ",", "").Replace(t.name)+".pprof")
-		f, err := os.Create(name)
-		if err == nil {
-			_, err = io.Copy(f, resp.Body)
-			f.Close()
-		}
-		if err != nil {
-			log.Printf("profile of %s: %v", t.name, err)
-		}
+		wg.Wait()
+		close(done)
 	}()
 	return done
+}
+
+// saveTo writes what url answers to the file name.
+func saveTo(name, url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // load runs *workers closed-loop clients for *duration and checks every
