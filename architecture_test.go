@@ -29,6 +29,8 @@ func TestArchitecture(t *testing.T) {
 		"internal/redistest":  {ours: []string{"internal/loopback"}},
 		"internal/origintest": {ours: []string{"internal/loopback"}},
 		"internal/testmedia":  {},
+		"internal/faultproxy": {},
+		"chaos":               {noHTTP: true},
 		"cmd/caddy":           {ours: []string{""}, caddy: true},
 		"bench":               {ours: []string{"lease", "internal/loopback", "internal/redistest", "internal/origintest"}},
 	}

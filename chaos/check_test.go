@@ -1,0 +1,192 @@
+package chaos
+
+import (
+	"testing"
+	"time"
+)
+
+var (
+	t0    = time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)
+	rules = Rules{Limit: 3, Lease: 3 * time.Second, Slack: time.Second, AllowZones: map[string]bool{"allow": true}}
+)
+
+// at is t0 plus s seconds.
+func at(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+
+// req is a request of stream of user u in zone, served from a to b seconds.
+func req(zone, u, stream string, a, b float64) Served {
+	return Served{Zone: zone, User: u, Stream: stream, Via: "c1", Start: at(a), End: at(b)}
+}
+
+func TestCheckCountsDistinctStreamsAtTheOrigin(t *testing.T) {
+	cases := []struct {
+		name               string
+		served             []Served
+		events             []Event
+		violations, excuse int
+		windows            string
+	}{
+		{name: "three at once, limit 3", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+		}},
+		{name: "a stream's requests side by side are one stream", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10),
+			req("deny", "u", "c", 2, 10), req("deny", "u", "c", 3, 4),
+		}},
+		{name: "one ends as another begins", served: []Served{
+			req("deny", "u", "a", 0, 5), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+			req("deny", "u", "d", 5, 10),
+		}},
+		{name: "other users do not count", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+			req("deny", "v", "d", 3, 10), req("allow", "u", "e", 3, 10),
+		}},
+		{name: "a fourth", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+			req("deny", "u", "d", 3, 4),
+		}, violations: 1},
+		{name: "a fourth while an instance is paused", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+			req("deny", "u", "d", 5, 6),
+		}, events: []Event{{Kind: PauseCaddy, Target: "c2", Start: at(1), End: at(5)}}, excuse: 1, windows: "pause caddy c2"},
+		{name: "a fourth past the pause's window", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+			req("deny", "u", "d", 5, 8),
+		}, events: []Event{{Kind: PauseCaddy, Target: "c2", Start: at(1), End: at(5)}}, violations: 1},
+		{name: "a store fault, on_store_error deny", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+			req("deny", "u", "d", 3, 4),
+		}, events: []Event{{Kind: PauseRedis, Target: "redis", Start: at(2), End: at(4)}}, violations: 1},
+		{name: "a store fault, on_store_error allow", served: []Served{
+			req("allow", "u", "a", 0, 10), req("allow", "u", "b", 1, 10), req("allow", "u", "c", 2, 10),
+			req("allow", "u", "d", 3, 4),
+		}, events: []Event{{Kind: Partition, Target: "c1", Start: at(2), End: at(4)}}, excuse: 1, windows: "partition c1"},
+		{name: "windows that follow each other cover as one", served: []Served{
+			req("allow", "u", "a", 0, 20), req("allow", "u", "b", 1, 20), req("allow", "u", "c", 2, 20),
+			req("allow", "u", "d", 3, 9),
+		}, events: []Event{
+			{Kind: PauseRedis, Target: "redis", Start: at(2), End: at(4)},
+			{Kind: PauseCaddy, Target: "c3", Start: at(5), End: at(7)},
+		}, excuse: 1, windows: "pause redis redis, pause caddy c3"},
+		{name: "windows with a gap between", served: []Served{
+			req("allow", "u", "a", 0, 30), req("allow", "u", "b", 1, 30), req("allow", "u", "c", 2, 30),
+			req("allow", "u", "d", 3, 25),
+		}, events: []Event{
+			{Kind: PauseRedis, Target: "redis", Start: at(2), End: at(4)},
+			{Kind: PauseCaddy, Target: "c3", Start: at(20), End: at(22)},
+		}, violations: 1},
+		{name: "a limit lowered: what plays plays on", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+		}, events: []Event{{Kind: Override, Zone: "deny", User: "u", Limit: 1, Start: at(3)}}},
+		{name: "a limit lowered: a new stream beyond it", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 11, 20), req("deny", "u", "c", 12, 20),
+		}, events: []Event{{Kind: Override, Zone: "deny", User: "u", Limit: 1, Start: at(3)}}, violations: 1},
+		{name: "a limit raised, then cleared", served: []Served{
+			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+			req("deny", "u", "d", 3, 10), req("deny", "u", "e", 12, 13), req("deny", "u", "f", 12, 13),
+			req("deny", "u", "g", 12, 13), req("deny", "u", "h", 12, 13),
+		}, events: []Event{
+			{Kind: Override, Zone: "deny", User: "u", Limit: 4, Start: at(0)},
+			{Kind: Override, Zone: "deny", User: "u", Limit: 0, Start: at(11)},
+		}, violations: 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rep := Check(rules, c.served, nil, c.events)
+			if len(rep.Violations) != c.violations || len(rep.Excused) != c.excuse {
+				t.Fatalf("violations %v, excused %v; want %d and %d", rep.Violations, rep.Excused, c.violations, c.excuse)
+			}
+			if c.excuse > 0 {
+				if got := rep.Excused[0].Windows; joined(got) != c.windows {
+					t.Errorf("excused in %q, want %q", joined(got), c.windows)
+				}
+			}
+			if len(rep.Violations)+len(rep.Excused) == 0 && !rep.OK() {
+				t.Errorf("not OK: %s", rep)
+			}
+		})
+	}
+}
+
+func joined(s []string) string {
+	out := ""
+	for i, k := range s {
+		if i > 0 {
+			out += ", "
+		}
+		out += k
+	}
+	return out
+}
+
+func TestCheckClosedStreams(t *testing.T) {
+	attempts := []Attempt{{Zone: "deny", User: "u", Stream: "a", ID: "id-a", Status: 200, At: at(0)}}
+	closeA := Event{Kind: Close, Zone: "deny", User: "u", ID: "id-a", Start: at(4.9), End: at(5)}
+	// The closed stream is counted until its close: a fourth after it is
+	// within the limit, though the origin still serves it within the
+	// renewal interval (1 s) and the slack (1 s).
+	served := []Served{
+		req("deny", "u", "a", 0, 6.5), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
+		req("deny", "u", "d", 5.1, 10),
+	}
+	if rep := Check(rules, served, attempts, []Event{closeA}); !rep.OK() || len(rep.Excused) != 0 {
+		t.Errorf("closed stream cut within its window: %s", rep)
+	}
+	served[0].End = at(7.5)
+	if rep := Check(rules, served, attempts, []Event{closeA}); len(rep.ServedAfterClose) != 1 || len(rep.Violations) != 0 {
+		t.Errorf("closed stream served 2.5 s on: %s", rep)
+	}
+	served = append(served, req("deny", "u", "a", 8, 9))
+	if rep := Check(rules, served, attempts, []Event{closeA}); len(rep.ServedAfterClose) != 2 {
+		t.Errorf("closed stream's request 3 s after its close: %s", rep)
+	}
+}
+
+func TestCheckRefusals(t *testing.T) {
+	honest := func(stream string, a float64, status int, ended float64, clean bool) Attempt {
+		at := Attempt{Zone: "deny", User: "u", Stream: stream, Honest: true, At: at(a), Status: status, Clean: clean}
+		if ended > 0 {
+			at.Ended = t0.Add(time.Duration(ended * float64(time.Second)))
+		}
+		return at
+	}
+	cases := []struct {
+		name     string
+		attempts []Attempt
+		events   []Event
+		wrongful int
+	}{
+		{name: "at the limit", attempts: []Attempt{
+			honest("a", 0, 200, 0, false), honest("b", 1, 200, 0, false), honest("c", 2, 200, 0, false),
+			honest("d", 3, 429, 0, false),
+		}},
+		{name: "under the limit", attempts: []Attempt{
+			honest("a", 0, 200, 0, false), honest("b", 1, 200, 0, false), honest("d", 3, 429, 0, false),
+		}, wrongful: 1},
+		{name: "a stream left silent still holds its slot", attempts: []Attempt{
+			honest("a", 0, 200, 0, false), honest("b", 1, 200, 0, false), honest("c", 2, 200, 4, false),
+			honest("d", 5, 429, 0, false),
+		}},
+		{name: "a stream closed frees its slot", attempts: []Attempt{
+			honest("a", 0, 200, 0, false), honest("b", 1, 200, 0, false), honest("c", 2, 200, 4, true),
+			honest("d", 6, 429, 0, false),
+		}, wrongful: 1},
+		{name: "the store down", attempts: []Attempt{
+			honest("a", 0, 200, 0, false), honest("d", 3, 503, 0, false),
+		}, events: []Event{{Kind: PauseRedis, Target: "redis", Start: at(2), End: at(4)}}},
+		{name: "the store down long ago", attempts: []Attempt{
+			honest("a", 0, 200, 0, false), honest("d", 30, 503, 0, false),
+		}, events: []Event{{Kind: PauseRedis, Target: "redis", Start: at(2), End: at(4)}}, wrongful: 1},
+		{name: "a sharer's refusal is no honest viewer's", attempts: []Attempt{
+			{Zone: "deny", User: "u", Stream: "a", At: at(0), Status: 429},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rep := Check(rules, nil, c.attempts, c.events)
+			if len(rep.WrongfulRefusals) != c.wrongful {
+				t.Errorf("wrongful refusals: %v, want %d", rep.WrongfulRefusals, c.wrongful)
+			}
+		})
+	}
+}
