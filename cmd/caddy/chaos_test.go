@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -168,7 +167,6 @@ type chaosRun struct {
 	fleet             []*chaosInstance
 	origin            *chaosOrigin
 	client            *http.Client
-	started           time.Time
 
 	mu        sync.Mutex
 	attempts  []chaos.Attempt
@@ -177,14 +175,15 @@ type chaosRun struct {
 }
 
 // chaosInstance is one Caddy of the fleet, on fixed ports so that it
-// comes back where it was after a kill, with its own way to Redis.
+// comes back where it was after a kill, with its own way to Redis. Its
+// output goes to a file (a long run logs every stream it cuts), whose
+// tail a failed run shows.
 type chaosInstance struct {
-	name, addr, admin, file string
-	proxy                   *faultproxy.Proxy
+	name, addr, admin, file, logFile string
+	proxy                            *faultproxy.Proxy
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	mu  sync.Mutex
+	cmd *exec.Cmd
 }
 
 func startChaos(t *testing.T, seed uint64, store string) *chaosRun {
@@ -210,7 +209,11 @@ func startChaos(t *testing.T, seed uint64, store string) *chaosRun {
 		t.Fatalf("-chaos.store %q: not redis, sentinel or cluster", store)
 	}
 	for i := range 3 {
-		in := &chaosInstance{name: fmt.Sprintf("c%d", i+1), addr: loopback.Addr(t), admin: loopback.Addr(t), logs: &bytes.Buffer{}}
+		dir := t.TempDir()
+		in := &chaosInstance{
+			name: fmt.Sprintf("c%d", i+1), addr: loopback.Addr(t), admin: loopback.Addr(t),
+			file: filepath.Join(dir, "Caddyfile"), logFile: filepath.Join(dir, "caddy.log"),
+		}
 		var address string
 		switch store {
 		case "redis":
@@ -230,7 +233,6 @@ func startChaos(t *testing.T, seed uint64, store string) *chaosRun {
 		if address != "" {
 			storeBlock = fmt.Sprintf("store redis {\n\t\t\t\t%s\n\t\t\t\ttimeout %v\n\t\t\t}", address, chaosTimeout)
 		}
-		in.file = filepath.Join(t.TempDir(), "Caddyfile")
 		cfg := fmt.Sprintf(chaosSite, in.admin, in.addr, storeBlock, r.origin.addr, in.name)
 		if err := os.WriteFile(in.file, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
@@ -244,13 +246,12 @@ func startChaos(t *testing.T, seed uint64, store string) *chaosRun {
 				in.cmd.Process.Kill()
 				in.cmd.Wait()
 			}
-			if t.Failed() {
-				t.Logf("caddy %s output (tail):\n%s", in.name, tail(in.logs.String(), 4000))
+			if b, err := os.ReadFile(in.logFile); err == nil && t.Failed() {
+				t.Logf("caddy %s output (tail):\n%s", in.name, tail(string(b), 4000))
 			}
 		})
 		r.fleet = append(r.fleet, in)
 	}
-	r.started = time.Now()
 	return r
 }
 
@@ -312,10 +313,16 @@ func tail(s string, n int) string {
 }
 
 func (in *chaosInstance) start(t *testing.T) {
+	logs, err := os.OpenFile(in.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer logs.Close() // the process has its own copy
 	in.mu.Lock()
 	in.cmd = exec.Command(caddyBin, "run", "--config", in.file)
-	in.cmd.Stdout, in.cmd.Stderr = in.logs, in.logs
-	err := in.cmd.Start()
+	in.cmd.Stdout, in.cmd.Stderr = logs, logs
+	err = in.cmd.Start()
 	in.mu.Unlock()
 	if err != nil {
 		t.Error(err)
