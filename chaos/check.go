@@ -43,6 +43,10 @@ type Span struct {
 	Bound      int
 	Streams    []string // the streams being served at the span's worst
 	Windows    []string // the windows it lies in, when excused
+	// Context, for a violation, are the events a lease and a renewal
+	// interval (and the slack) before it and during it: the faults, and
+	// the user's closes and overrides.
+	Context []Event
 }
 
 func (s Span) String() string {
@@ -95,6 +99,9 @@ func (r Report) String() string {
 			break
 		}
 		fmt.Fprintf(&b, "  %s\n", s)
+		for _, e := range s.Context {
+			fmt.Fprintf(&b, "    %s\n", e)
+		}
 	}
 	fmt.Fprintf(&b, "over the limit inside documented windows: %d", len(r.Excused))
 	if l := r.LongestExcused(); len(l.Streams) > 0 {
@@ -119,36 +126,34 @@ const maxListed = 20
 type window struct {
 	kind     string
 	from, to time.Time
-	// storeOnly: a store fault, which lets starts pass unlimited only in
-	// zones with on_store_error allow.
-	storeOnly bool
 }
 
-// windows are the spans in which a user may be over the limit: a paused
-// instance (its streams' leases lapse while the origin still serves them,
-// until it renews again), a failover (the new master may lack the last
-// admissions) and a store fault (on_store_error allow), each until one
-// renewal interval after it ends, when the streams over the limit are
-// cut.
+// windows are the spans in which a user may be over the limit, each until
+// one renewal interval after it ends, when the streams over the limit are
+// cut: a paused instance (its streams' leases lapse while the origin
+// still serves them, until it renews again); a failover (the new master
+// may lack the last admissions); and a store fault. Under a store fault
+// an instance that cannot reach the store serves its live streams on
+// while their leases lapse, and other instances may give the slots to new
+// streams, whatever on_store_error says; with allow, its own starts also
+// pass unlimited.
 func (r Rules) windows(events []Event) []window {
 	var out []window
 	for _, e := range events {
 		switch e.Kind {
-		case PauseCaddy, Failover:
+		case PauseCaddy, Failover, PauseRedis, Partition, Latency, DropConns:
 			out = append(out, window{kind: e.Kind + " " + e.Target, from: e.Start, to: e.End.Add(r.renewal() + r.Slack)})
-		case PauseRedis, Partition, Latency, DropConns:
-			out = append(out, window{kind: e.Kind + " " + e.Target, from: e.Start, to: e.End.Add(r.renewal() + r.Slack), storeOnly: true})
 		}
 	}
 	return out
 }
 
-// covering are the kinds of the windows that together cover [from, to] in
-// zone, or nil when they do not.
-func (r Rules) covering(ws []window, zone string, from, to time.Time) []string {
+// covering are the kinds of the windows that together cover [from, to],
+// or nil when they do not.
+func covering(ws []window, from, to time.Time) []string {
 	var in []window
 	for _, w := range ws {
-		if (!w.storeOnly || r.AllowZones[zone]) && !w.to.Before(from) && !w.from.After(to) {
+		if !w.to.Before(from) && !w.from.After(to) {
 			in = append(in, w)
 		}
 	}
@@ -308,7 +313,7 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 		var open *Span
 		closeSpan := func(at time.Time) {
 			open.To = at
-			if kinds := rules.covering(ws, zone, open.From, open.To); kinds != nil {
+			if kinds := covering(ws, open.From, open.To); kinds != nil {
 				open.Windows = kinds
 				rep.Excused = append(rep.Excused, *open)
 			} else {
@@ -342,6 +347,16 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 	}
 	sortSpans(rep.Violations)
 	sortSpans(rep.Excused)
+	for i, v := range rep.Violations {
+		since := v.From.Add(-rules.Lease - rules.renewal() - rules.Slack)
+		for _, e := range events {
+			mine := e.Zone == v.Zone && e.User == v.User
+			if (mine || e.Zone == "") && !e.End.Before(since) && !e.Start.After(v.To) {
+				rep.Violations[i].Context = append(rep.Violations[i].Context, e)
+			}
+		}
+		slices.SortFunc(rep.Violations[i].Context, func(a, b Event) int { return a.Start.Compare(b.Start) })
+	}
 
 	rep.Refused, rep.RefusedInFaults, rep.WrongfulRefusals = rules.refusals(attempts, events, lim)
 	for _, a := range attempts {

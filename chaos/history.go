@@ -8,7 +8,10 @@
 // the history, and Check reads it.
 package chaos
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Served is one request the origin served, from its log: from the moment
 // its handler began to the moment it returned.
@@ -77,14 +80,31 @@ type Event struct {
 	Start, End time.Time
 }
 
+func (e Event) String() string {
+	out := e.Start.Format("15:04:05.000") + " " + e.Kind
+	if e.Target != "" {
+		out += " " + e.Target
+	}
+	if e.User != "" {
+		out += " " + e.Zone + "/" + e.User
+	}
+	switch {
+	case e.Kind == Close:
+		out += " " + e.ID
+	case e.Kind == Override:
+		out += fmt.Sprintf(" limit %d", e.Limit)
+	}
+	if d := e.End.Sub(e.Start); d > 0 {
+		out += fmt.Sprintf(" for %v", d.Round(time.Millisecond))
+	}
+	return out
+}
+
 // Rules are what the fleet promises, from its config.
 type Rules struct {
 	Limit int           // the zones' limit, without an override
 	Lease time.Duration // the zones' lease
 	Slack time.Duration // a loaded machine's room on every bound
-	// AllowZones are the zones with on_store_error allow: while a store
-	// fault lasts, their starts pass unlimited (a documented window).
-	AllowZones map[string]bool
 }
 
 // renewal is how often a live stream's lease is renewed, and so how long
