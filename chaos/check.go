@@ -183,35 +183,39 @@ type limits struct {
 	overrides map[[2]string][]Event // by zone and user, in time order
 }
 
+// at is the limit the answered overrides set by t.
 func (l limits) at(zone, user string, t time.Time) int {
 	n := l.def
 	for _, e := range l.overrides[[2]string{zone, user}] {
 		if e.Start.After(t) {
 			break
 		}
-		n = cmp0(e.Limit, l.def)
-	}
-	return n
-}
-
-// most is the highest limit the user had at any time in [from, to]: a
-// stream admitted under a higher limit plays on when it is lowered.
-func (l limits) most(zone, user string, from, to time.Time) int {
-	n := l.at(zone, user, from)
-	for _, e := range l.overrides[[2]string{zone, user}] {
-		if e.Start.After(from) && !e.Start.After(to) {
-			n = max(n, cmp0(e.Limit, l.def))
+		if !e.Indeterminate {
+			n = cmp0(e.Limit, l.def)
 		}
 	}
 	return n
 }
 
-// least is the lowest limit the user had at any time in [from, to].
+// most is the highest limit the user may have had at any time in [from,
+// to]: a stream admitted under a higher limit plays on when it is
+// lowered, and an override never answered may have taken effect at any
+// time since it was asked for.
+func (l limits) most(zone, user string, from, to time.Time) int {
+	return l.extreme(zone, user, from, to, func(a, b int) int { return max(a, b) })
+}
+
+// least is the lowest limit the user may have had at any time in [from,
+// to].
 func (l limits) least(zone, user string, from, to time.Time) int {
+	return l.extreme(zone, user, from, to, func(a, b int) int { return min(a, b) })
+}
+
+func (l limits) extreme(zone, user string, from, to time.Time, pick func(a, b int) int) int {
 	n := l.at(zone, user, from)
 	for _, e := range l.overrides[[2]string{zone, user}] {
-		if e.Start.After(from) && !e.Start.After(to) {
-			n = min(n, cmp0(e.Limit, l.def))
+		if !e.Start.After(to) && (e.Indeterminate || e.Start.After(from)) {
+			n = pick(n, cmp0(e.Limit, l.def))
 		}
 	}
 	return n

@@ -81,6 +81,13 @@ func TestCheckCountsDistinctStreamsAtTheOrigin(t *testing.T) {
 		{name: "a limit lowered: a new stream beyond it", served: []Served{
 			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 11, 20), req("deny", "u", "c", 12, 20),
 		}, events: []Event{{Kind: Override, Zone: "deny", User: "u", Limit: 1, Start: at(3)}}, violations: 1},
+		{name: "a limit raised with no answer: it may take effect whenever", served: []Served{
+			req("deny", "u", "a", 20, 30), req("deny", "u", "b", 21, 30), req("deny", "u", "c", 22, 30),
+			req("deny", "u", "d", 23, 30),
+		}, events: []Event{
+			{Kind: Override, Zone: "deny", User: "u", Limit: 4, Start: at(0), End: at(3), Indeterminate: true},
+			{Kind: Override, Zone: "deny", User: "u", Limit: 3, Start: at(10)},
+		}},
 		{name: "a limit raised, then cleared", served: []Served{
 			req("deny", "u", "a", 0, 10), req("deny", "u", "b", 1, 10), req("deny", "u", "c", 2, 10),
 			req("deny", "u", "d", 3, 10), req("deny", "u", "e", 12, 13), req("deny", "u", "f", 12, 13),

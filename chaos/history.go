@@ -78,6 +78,12 @@ type Event struct {
 	ID         string // Close: the stream id
 	Limit      int    // Override: the new limit; 0 clears it
 	Start, End time.Time
+	// Indeterminate: the action's answer never came (its instance was
+	// paused or killed, or its store call timed out), so it may have taken
+	// effect at any time from Start on, even after later ones: an
+	// instance paused with the request in hand carries it out when it
+	// wakes.
+	Indeterminate bool
 }
 
 func (e Event) String() string {
@@ -96,6 +102,9 @@ func (e Event) String() string {
 	}
 	if d := e.End.Sub(e.Start); d > 0 {
 		out += fmt.Sprintf(" for %v", d.Round(time.Millisecond))
+	}
+	if e.Indeterminate {
+		out += " (no answer: maybe applied, at any time since)"
 	}
 	return out
 }

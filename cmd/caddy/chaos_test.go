@@ -128,10 +128,18 @@ func (r *chaosRun) keepHistory(seed uint64) string {
 	if err == nil {
 		err = os.WriteFile(name, b, 0o644)
 	}
+	for _, in := range r.fleet {
+		if err == nil {
+			var logs []byte
+			if logs, err = os.ReadFile(in.logFile); err == nil {
+				err = os.WriteFile(strings.TrimSuffix(name, ".json")+"-"+in.name+".log", logs, 0o644)
+			}
+		}
+	}
 	if err != nil {
 		return err.Error()
 	}
-	return name
+	return name + " (and each instance's log beside it)"
 }
 
 // chaosRules are what the chaos fleet's config promises.
@@ -280,11 +288,15 @@ const chaosMaster = "chaos"
 func (r *chaosRun) waitReplicaKnown(t *testing.T, d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for {
+		// Each replica's entry starts with its name; the dead ones (a
+		// killed master) stay listed, flagged s_down.
 		port := r.replica.Addr[strings.LastIndex(r.replica.Addr, ":")+1:]
 		out, err := r.sentinel.Do("SENTINEL", "REPLICAS", chaosMaster)
-		if err == nil && strings.Contains(out, "port\n"+port+"\n") && !strings.Contains(out, "s_down") &&
-			strings.Contains(out, "master-link-status\nok") {
-			return true
+		for _, entry := range strings.Split(out, "name\n") {
+			if err == nil && strings.Contains(entry, "port\n"+port+"\n") && !strings.Contains(entry, "s_down") &&
+				strings.Contains(entry, "master-link-status\nok") {
+				return true
+			}
 		}
 		if time.Now().After(deadline) {
 			break
@@ -746,7 +758,9 @@ func (r *chaosRun) admin(in *chaosInstance, method, path, contentType, body stri
 }
 
 func (r *chaosRun) adminBody(in *chaosInstance, method, path, contentType, body string) (int, []byte) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	// Long enough for a paused instance to wake and answer: an answer
+	// that never comes leaves the action indeterminate.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+in.admin+path, strings.NewReader(body))
 	if err != nil {
@@ -807,14 +821,20 @@ func (r *chaosRun) override(in *chaosInstance, zone, user string, limit int) {
 	} else {
 		code = r.admin(in, http.MethodPut, path, "application/json", fmt.Sprintf(`{"limit":%d}`, limit))
 	}
-	if code != http.StatusOK && code != http.StatusNoContent {
-		return
+	if code >= 400 && code < 500 {
+		return // refused: not applied
 	}
 	at := time.Now()
 	if effective(limit) > prev {
 		at = asked
 	}
-	r.event(chaos.Event{Kind: chaos.Override, Target: in.name, Zone: zone, User: user, Limit: limit, Start: at, End: at})
+	// With no answer (an instance killed with the call in hand) or a
+	// store error (a write whose reply was lost), it may be applied.
+	indeterminate := code != http.StatusOK && code != http.StatusNoContent
+	if indeterminate {
+		at = asked
+	}
+	r.event(chaos.Event{Kind: chaos.Override, Target: in.name, Zone: zone, User: user, Limit: limit, Start: at, End: at, Indeterminate: indeterminate})
 	r.mu.Lock()
 	r.overrides[[2]string{zone, user}] = limit != 0
 	r.mu.Unlock()
