@@ -22,6 +22,7 @@ import (
 	"github.com/streamlimit/caddy-streamlimit/chaos"
 	"github.com/streamlimit/caddy-streamlimit/internal/faultproxy"
 	"github.com/streamlimit/caddy-streamlimit/internal/loopback"
+	"github.com/streamlimit/caddy-streamlimit/internal/origintest"
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 	"github.com/streamlimit/caddy-streamlimit/lease"
 )
@@ -379,8 +380,9 @@ func (in *chaosInstance) kill() {
 }
 
 // chaosOrigin serves every request as a trickle of MPEG-TS (until the
-// client leaves, or for the ms the query asks), and logs each with its
-// start and end: the history the limit is judged by.
+// client leaves, or for the ms the query asks: origintest.TrickleFor),
+// and logs each with its start and end: the history the limit is judged
+// by.
 type chaosOrigin struct {
 	addr string
 	mu   sync.Mutex
@@ -410,25 +412,11 @@ func (o *chaosOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.log = append(o.log, s)
 		o.mu.Unlock()
 	}()
-	until := time.Now().Add(time.Minute)
+	d := time.Minute
 	if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
-		until = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		d = time.Duration(ms) * time.Millisecond
 	}
-	w.Header().Set("Content-Type", "video/mp2t")
-	rc := http.NewResponseController(w)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	packet := make([]byte, 188)
-	for time.Now().Before(until) {
-		if _, err := w.Write(packet); err != nil || rc.Flush() != nil {
-			return
-		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-tick.C:
-		}
-	}
+	origintest.TrickleFor(w, r, d)
 }
 
 func (o *chaosOrigin) history() []chaos.Served {

@@ -68,11 +68,19 @@ func Default(w http.ResponseWriter, r *http.Request) {
 
 // Trickle sends an MPEG-TS packet every 10ms until the client (or the
 // proxy) leaves: a live stream, which never ends by itself, at no cost.
-func Trickle(w http.ResponseWriter, r *http.Request) {
+func Trickle(w http.ResponseWriter, r *http.Request) { TrickleFor(w, r, 0) }
+
+// TrickleFor is Trickle that also ends, whole, after d (0: never): a
+// segment that takes d to send.
+func TrickleFor(w http.ResponseWriter, r *http.Request, d time.Duration) {
 	w.Header().Set("Content-Type", "video/mp2t")
 	rc := http.NewResponseController(w)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	var over <-chan time.Time
+	if d > 0 {
+		over = time.After(d)
+	}
 	packet := make([]byte, 188)
 	for {
 		if _, err := w.Write(packet); err != nil || rc.Flush() != nil {
@@ -80,6 +88,8 @@ func Trickle(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-r.Context().Done():
+			return
+		case <-over:
 			return
 		case <-tick.C:
 		}
