@@ -396,9 +396,9 @@ func TestConcurrentRequestsShareOneRenewal(t *testing.T) {
 			}
 		}
 		reverse_proxy {upstream}
-	}`, slow.addr))
+	}`, slow.Addr))
 	id := p.start("/together/index.m3u8", "frank")
-	slow.delay.Store(int64(50 * time.Millisecond))
+	slow.Delay(50 * time.Millisecond)
 	before := p.storeCalls("together")
 
 	const rounds, together = 5, 8

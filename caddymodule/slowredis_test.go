@@ -1,61 +1,23 @@
 package caddymodule
 
 import (
-	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/streamlimit/caddy-streamlimit/internal/faultproxy"
 	"github.com/streamlimit/caddy-streamlimit/internal/redistest"
 )
 
-// slowProxy is a TCP proxy that holds every chunk of the client's bytes for
-// a delay the test sets: a Redis that answers, but late.
-type slowProxy struct {
-	addr  string
-	delay atomic.Int64
-}
-
-func startSlowProxy(t *testing.T, target string) *slowProxy {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// startSlowProxy puts a fault proxy before target, whose Delay makes it a
+// Redis that answers, but late.
+func startSlowProxy(t *testing.T, target string) *faultproxy.Proxy {
+	p, err := faultproxy.Start(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	p := &slowProxy{addr: l.Addr().String()}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go io.Copy(c, up)
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						time.Sleep(time.Duration(p.delay.Load()))
-						if _, err := up.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	t.Cleanup(p.Close)
 	return p
 }
 
@@ -67,7 +29,7 @@ func TestSlowRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	slow := startSlowProxy(t, srv.Addr)
 	const timeout = time.Second
-	p := startCaddy(t, strings.NewReplacer("lease 2s", "lease 10s", "timeout 300ms", "timeout 1s").Replace(redisSite(slow.addr, "")))
+	p := startCaddy(t, strings.NewReplacer("lease 2s", "lease 10s", "timeout 300ms", "timeout 1s").Replace(redisSite(slow.Addr, "")))
 
 	for range 3 {
 		p.open("/r/slow/v.ts", "alice")
@@ -78,7 +40,7 @@ func TestSlowRedis(t *testing.T) {
 
 	// Redis answers 10 s late, ten times the timeout: a handler that
 	// ignored the timeout would wait for the answer.
-	slow.delay.Store(int64(10 * time.Second))
+	slow.Delay(10 * time.Second)
 	for range 2 {
 		storeBounded(t, p, "/r/x.ts", "bob", http.StatusOK, timeout)
 		storeBounded(t, p, "/deny/x.ts", "bob", http.StatusServiceUnavailable, timeout)
@@ -94,7 +56,7 @@ func TestSlowRedis(t *testing.T) {
 	}
 
 	// Redis is prompt again: the limit holds again, with the same slots.
-	slow.delay.Store(0)
+	slow.Delay(0)
 	eventually(t, "the limiter recovers", func() bool {
 		r, _ := p.do(http.MethodGet, "/r/v.ts", "alice")
 		return r.StatusCode == http.StatusTooManyRequests

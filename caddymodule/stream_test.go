@@ -65,14 +65,14 @@ func TestStreamBackFromLosingItsSlotKeepsRenewing(t *testing.T) {
 func TestFailedCloseLeavesTheStreamRenewed(t *testing.T) {
 	srv := redistest.Start(t)
 	slow := startSlowProxy(t, srv.Addr)
-	p := startCaddy(t, redisSite(slow.addr, "mode session"))
+	p := startCaddy(t, redisSite(slow.Addr, "mode session"))
 	first := p.open("/r/slow/v.ts", "ines")
 	id := first.resp.Header.Get(StreamIDHeader)
-	slow.delay.Store(int64(time.Second))
+	slow.Delay(time.Second)
 	if r, _ := p.do(http.MethodDelete, "/r/v.ts", "ines", StreamIDHeader, id); r.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("DELETE with Redis slower than the timeout: %s, want 503", r.Status)
 	}
-	slow.delay.Store(0)
+	slow.Delay(0)
 	time.Sleep(4 * time.Second) // two leases
 	admitted := 0
 	for range 3 {
@@ -98,9 +98,9 @@ func TestRequestsTogetherShareAFailedRenewal(t *testing.T) {
 	srv := redistest.Start(t)
 	slow := startSlowProxy(t, srv.Addr)
 	const timeout = 300 * time.Millisecond // redisSite's
-	p := startCaddy(t, redisSite(slow.addr, "mode session"))
+	p := startCaddy(t, redisSite(slow.Addr, "mode session"))
 	id := p.start("/r/v.ts", "jon")
-	slow.delay.Store(int64(5 * time.Second))
+	slow.Delay(5 * time.Second)
 	advance(t, 3*time.Second) // past the lease: the slot is no longer surely held
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -386,6 +386,13 @@ func (r Rules) refusals(attempts []Attempt, events []Event, lim limits) (refused
 			faults = append(faults, window{from: e.Start, to: e.End.Add(r.renewal() + r.Slack)})
 		}
 	}
+	admitted := map[[2]string][]Attempt{} // by zone and user
+	for _, b := range attempts {
+		if b.Status >= 200 && b.Status <= 299 {
+			k := [2]string{b.Zone, b.User}
+			admitted[k] = append(admitted[k], b)
+		}
+	}
 	for _, a := range attempts {
 		if !a.Honest || (a.Status != statusAtLimit && a.Status != statusStoreDown) {
 			continue
@@ -396,8 +403,8 @@ func (r Rules) refusals(attempts []Attempt, events []Event, lim limits) (refused
 			continue
 		}
 		held := 0
-		for _, b := range attempts {
-			if b.Zone != a.Zone || b.User != a.User || b.Status < 200 || b.Status > 299 || b.At.After(a.At) {
+		for _, b := range admitted[[2]string{a.Zone, a.User}] {
+			if b.At.After(a.At) {
 				continue
 			}
 			grace := r.Lease + r.renewal() + r.Slack

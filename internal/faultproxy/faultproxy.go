@@ -1,5 +1,6 @@
-// Package faultproxy is a TCP proxy that the chaos run puts between a
-// Caddy and Redis, to hurt that one link: added latency, connections
+// Package faultproxy is a TCP proxy that tests put between a Caddy and
+// Redis (the chaos run, one per instance; TestSlowRedis), to hurt that one
+// link: added latency, connections
 // dropped, or a partition (everything sent either way is lost, as on a
 // network that went dark, so that the client times out rather than being
 // told).
@@ -19,7 +20,7 @@ type Proxy struct {
 	ln     net.Listener
 
 	partitioned atomic.Bool
-	latency     atomic.Int64 // added to every chunk either way, in ns
+	latency     atomic.Int64 // added to every chunk the client sends, in ns
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -45,7 +46,8 @@ func (p *Proxy) Close() {
 // Partition loses everything sent either way while on is set.
 func (p *Proxy) Partition(on bool) { p.partitioned.Store(on) }
 
-// Delay adds d to every chunk forwarded either way (0: none).
+// Delay holds every chunk the client sends for d before it is forwarded
+// (0: none): a server that answers, but late.
 func (p *Proxy) Delay(d time.Duration) { p.latency.Store(int64(d)) }
 
 // Drop closes every connection now open.
@@ -84,21 +86,22 @@ func (p *Proxy) pipe(c net.Conn) {
 		p.mu.Unlock()
 	}()
 	done := make(chan struct{}, 2)
-	go func() { p.forward(up, c); done <- struct{}{} }()
-	go func() { p.forward(c, up); done <- struct{}{} }()
+	go func() { p.forward(up, c, true); done <- struct{}{} }()
+	go func() { p.forward(c, up, false); done <- struct{}{} }()
 	<-done
 	c.Close()
 	up.Close()
 	<-done
 }
 
-// forward copies from src to dst, chunk by chunk, as the faults say.
-func (p *Proxy) forward(dst, src net.Conn) {
+// forward copies from src to dst, chunk by chunk, as the faults say;
+// delayed says it carries the client's bytes.
+func (p *Proxy) forward(dst, src net.Conn, delayed bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			if d := time.Duration(p.latency.Load()); d > 0 {
+			if d := time.Duration(p.latency.Load()); delayed && d > 0 {
 				time.Sleep(d)
 			}
 			if !p.partitioned.Load() {
