@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -33,6 +34,12 @@ type Report struct {
 	// RefusedInFaults are the honest refusals a fault explains; the rest
 	// of Refused came with the user's slots held.
 	RefusedInFaults int
+	// WrongfulCuts are honest streams refused while they played, neither
+	// closed nor kicked before, outside every fault.
+	WrongfulCuts []Attempt
+	// SharedScreens are the machines that played a stream's URL they were
+	// passed; SharedRefused those of them refused at the limit.
+	SharedScreens, SharedRefused int
 }
 
 // Span is a time in which one user's streams at the origin exceeded the
@@ -74,7 +81,7 @@ func (r Report) LongestExcused() Span {
 // OK is whether the history shows the limit kept: no violation, no
 // closed stream served on, no wrongful refusal.
 func (r Report) OK() bool {
-	return len(r.Violations) == 0 && len(r.ServedAfterClose) == 0 && len(r.WrongfulRefusals) == 0
+	return len(r.Violations) == 0 && len(r.ServedAfterClose) == 0 && len(r.WrongfulRefusals) == 0 && len(r.WrongfulCuts) == 0
 }
 
 func (r Report) String() string {
@@ -104,6 +111,28 @@ func (r Report) String() string {
 		}
 	}
 	fmt.Fprintf(&b, "over the limit inside documented windows: %d", len(r.Excused))
+	if len(r.Excused) > 0 {
+		byKind := map[string]int{}
+		for _, s := range r.Excused {
+			for _, w := range s.Windows {
+				// A window is named by its kind and its target.
+				i := slices.IndexFunc(windowKinds, func(k string) bool { return strings.HasPrefix(w, k) })
+				if i >= 0 {
+					w = windowKinds[i]
+				}
+				byKind[w]++
+			}
+		}
+		kinds := make([]string, 0, len(byKind))
+		for k := range byKind {
+			kinds = append(kinds, k)
+		}
+		slices.Sort(kinds)
+		for i, k := range kinds {
+			kinds[i] = fmt.Sprintf("%s %d", k, byKind[k])
+		}
+		fmt.Fprintf(&b, " (%s)", strings.Join(kinds, ", "))
+	}
 	if l := r.LongestExcused(); len(l.Streams) > 0 {
 		fmt.Fprintf(&b, "; the longest %v, in %s", l.To.Sub(l.From).Round(time.Millisecond), strings.Join(l.Windows, ", "))
 	}
@@ -116,8 +145,18 @@ func (r Report) String() string {
 	for _, a := range r.WrongfulRefusals {
 		fmt.Fprintf(&b, "  %s/%s %s at %s: %d\n", a.Zone, a.User, a.Stream, a.At.Format("15:04:05.000"), a.Status)
 	}
+	fmt.Fprintf(&b, "honest streams cut while playing, wrongfully: %d\n", len(r.WrongfulCuts))
+	for _, a := range r.WrongfulCuts {
+		fmt.Fprintf(&b, "  %s/%s %s (%s) at %s: %d\n", a.Zone, a.User, a.Stream, a.ID, a.CutAt.Format("15:04:05.000"), a.Cut)
+	}
+	if r.SharedScreens > 0 {
+		fmt.Fprintf(&b, "shared screens (a stream's URL passed on): %d, refused at the limit %d\n", r.SharedScreens, r.SharedRefused)
+	}
 	return b.String()
 }
+
+// windowKinds are the kinds of window a span over the limit may lie in.
+var windowKinds = []string{PauseCaddy, PauseRedis, Failover, Partition, Latency, DropConns, notToldApart, acrossInstances}
 
 // maxListed is how many violations String lists.
 const maxListed = 20
@@ -231,6 +270,7 @@ func cmp0(v, def int) int {
 // Check reads a history: what the origin served, the viewers' starts, and
 // the events of the run.
 func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Report {
+	served, attempts = oneNamePerStream(served, attempts)
 	rep := Report{Requests: len(served), Faults: map[string]int{}, LongestFault: map[string]time.Duration{}}
 	for _, e := range events {
 		rep.Faults[e.Kind]++
@@ -271,17 +311,23 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 			}
 		}
 	}
+	unseen := rules.unseenShares(served, attempts)
 	type point struct {
-		t      time.Time
-		start  bool
-		stream string
+		t       time.Time
+		start   bool
+		stream  string
+		counted bool   // false: a shared screen the limiter need not have told apart yet
+		why     string // why not counted
 	}
 	byUser := map[[2]string][]point{}
 	first := map[string]time.Time{} // stream -> its first request at the origin
-	for _, s := range served {
+	for i, s := range served {
 		from, to := s.Start, s.End
+		if played := s.Start.Add(s.Media); played.After(to) {
+			to = played
+		}
 		if c, ok := closedAt[s.Stream]; ok {
-			if to.After(c.done.Add(rules.renewal() + rules.Slack)) {
+			if s.End.After(c.done.Add(rules.renewal() + rules.Slack)) {
 				rep.ServedAfterClose = append(rep.ServedAfterClose, s)
 			}
 			to = minTime(to, c.sent)
@@ -293,61 +339,67 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 			first[s.Stream] = from
 		}
 		k := [2]string{s.Zone, s.User}
-		byUser[k] = append(byUser[k], point{from, true, s.Stream}, point{to, false, s.Stream})
+		why, skip := unseen[i]
+		byUser[k] = append(byUser[k], point{from, true, s.Stream, !skip, why}, point{to, false, s.Stream, !skip, why})
 	}
 	rep.Users, rep.Streams = len(byUser), len(first)
 
 	for k, pts := range byUser {
 		zone, user := k[0], k[1]
-		// Ends before starts at the same instant: a request that ends as
-		// another begins is no overlap.
-		slices.SortFunc(pts, func(a, b point) int {
-			if c := a.t.Compare(b.t); c != 0 {
-				return c
+		slices.SortFunc(pts, func(a, b point) int { return a.t.Compare(b.t) })
+		// all counts every stream being served; counted leaves out the
+		// shared screens the limiter need not have told apart yet. A span
+		// over the bound in counted is a violation unless a fault's window
+		// covers it; one over it in all alone is excused by the sharing
+		// rule, named by why its screens were not counted.
+		all, counted := spanner{zone: zone, user: user}, spanner{zone: zone, user: user}
+		uncounted := map[string]string{} // streams served uncounted in all's span, and why
+		countedOver := false             // whether counted went over the bound in all's span
+		judged := func(c, a *Span) {
+			if c != nil {
+				if kinds := covering(ws, c.From, c.To); kinds != nil {
+					c.Windows = kinds
+					rep.Excused = append(rep.Excused, *c)
+				} else {
+					rep.Violations = append(rep.Violations, *c)
+				}
 			}
-			switch {
-			case a.start == b.start:
-				return 0
-			case a.start:
-				return 1
+			if c != nil || counted.open != nil {
+				countedOver = true
 			}
-			return -1
-		})
-		active := map[string]int{}
-		var open *Span
-		closeSpan := func(at time.Time) {
-			open.To = at
-			if kinds := covering(ws, open.From, open.To); kinds != nil {
-				open.Windows = kinds
-				rep.Excused = append(rep.Excused, *open)
-			} else {
-				rep.Violations = append(rep.Violations, *open)
+			if a != nil && !countedOver {
+				a.Windows = sortedValues(uncounted)
+				rep.Excused = append(rep.Excused, *a)
 			}
-			open = nil
+			if all.open == nil {
+				countedOver = false
+				clear(uncounted)
+			}
 		}
-		for _, p := range pts {
-			if p.start {
-				active[p.stream]++
-			} else if active[p.stream]--; active[p.stream] == 0 {
-				delete(active, p.stream)
+		// The points of one instant are taken together: a stream whose
+		// request ends as its next begins plays on, and one that ends as
+		// another begins is no overlap.
+		for i, p := range pts {
+			all.step(p.stream, p.start)
+			if p.counted {
+				counted.step(p.stream, p.start)
+			} else if p.start {
+				uncounted[p.stream] = p.why
+			}
+			if i+1 < len(pts) && pts[i+1].t.Equal(p.t) {
+				continue
 			}
 			oldest := p.t
-			for s := range active {
+			for s := range all.active {
 				oldest = minTime(oldest, first[s])
 			}
 			bound := lim.most(zone, user, oldest, p.t)
-			switch {
-			case len(active) > bound && open == nil:
-				open = &Span{Zone: zone, User: user, From: p.t, Bound: bound, Streams: sortedKeys(active)}
-			case len(active) > bound && len(active) > len(open.Streams):
-				open.Streams = sortedKeys(active)
-			case len(active) <= bound && open != nil:
-				closeSpan(p.t)
-			}
+			a := all.judge(p.t, bound)
+			judged(counted.judge(p.t, bound), a)
 		}
-		if open != nil {
-			closeSpan(pts[len(pts)-1].t)
-		}
+		last := pts[len(pts)-1].t
+		a := all.closeAt(last)
+		judged(counted.closeAt(last), a)
 	}
 	sortSpans(rep.Violations)
 	sortSpans(rep.Excused)
@@ -362,10 +414,16 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 		slices.SortFunc(rep.Violations[i].Context, func(a, b Event) int { return a.Start.Compare(b.Start) })
 	}
 
-	rep.Refused, rep.RefusedInFaults, rep.WrongfulRefusals = rules.refusals(attempts, events, lim)
+	rep.Refused, rep.RefusedInFaults, rep.WrongfulRefusals, rep.WrongfulCuts = rules.refusals(attempts, events, lim)
 	for _, a := range attempts {
-		if a.Honest {
+		switch {
+		case a.Honest:
 			rep.HonestStarts++
+		case a.Shares != "":
+			rep.SharedScreens++
+			if a.Cut == statusAtLimit || a.Status == statusAtLimit {
+				rep.SharedRefused++
+			}
 		}
 	}
 	return rep
@@ -376,14 +434,25 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 // could explain them: an instance killed or paused, or a store fault,
 // until a renewal interval after it ends. A stream the viewer left
 // without a word, or that broke (its instance went away), holds its slot
-// for a lease and a renewal interval after it ended (and the slack); one
-// it closed, for a renewal interval.
-func (r Rules) refusals(attempts []Attempt, events []Event, lim limits) (refused, inFaults int, wrongful []Attempt) {
+// for a lease and a renewal interval after it ended, or after the media it
+// was served ran out (and the slack); one it closed, for a renewal
+// interval. An honest stream cut while it played (409 or 429) is wrongful
+// too, unless it was closed or kicked first or a fault explains it.
+func (r Rules) refusals(attempts []Attempt, events []Event, lim limits) (refused, inFaults int, wrongful, cuts []Attempt) {
 	var faults []window
 	for _, e := range events {
 		switch e.Kind {
 		case KillCaddy, PauseCaddy, PauseRedis, Failover, Partition, Latency, DropConns:
 			faults = append(faults, window{from: e.Start, to: e.End.Add(r.renewal() + r.Slack)})
+		}
+	}
+	inFault := func(t time.Time) bool {
+		return slices.ContainsFunc(faults, func(w window) bool { return !t.Before(w.from) && !t.After(w.to) })
+	}
+	closeSent := map[[2]string]time.Time{} // zone and id -> its first close
+	for _, e := range events {
+		if k := [2]string{e.Zone, e.ID}; e.Kind == Close && (closeSent[k].IsZero() || e.Start.Before(closeSent[k])) {
+			closeSent[k] = e.Start
 		}
 	}
 	admitted := map[[2]string][]Attempt{} // by zone and user
@@ -394,32 +463,41 @@ func (r Rules) refusals(attempts []Attempt, events []Event, lim limits) (refused
 		}
 	}
 	for _, a := range attempts {
-		if !a.Honest || (a.Status != statusAtLimit && a.Status != statusStoreDown) {
+		if !a.Honest {
+			continue
+		}
+		if a.Cut != 0 {
+			closed := closeSent[[2]string{a.Zone, a.ID}]
+			if (closed.IsZero() || closed.After(a.CutAt)) && !inFault(a.CutAt) {
+				cuts = append(cuts, a)
+			}
+		}
+		if a.Status != statusAtLimit && a.Status != statusStoreDown {
 			continue
 		}
 		refused++
-		if slices.ContainsFunc(faults, func(w window) bool { return !a.At.Before(w.from) && !a.At.After(w.to) }) {
+		if inFault(a.At) {
 			inFaults++
 			continue
 		}
-		held := 0
+		held := map[string]bool{} // the streams holding a slot, by id (a stream continued is one)
 		for _, b := range admitted[[2]string{a.Zone, a.User}] {
 			if b.At.After(a.At) {
 				continue
 			}
-			grace := r.Lease + r.renewal() + r.Slack
-			if b.Clean {
-				grace = r.renewal() // its release, sent after the response
+			until := b.Ended.Add(r.renewal()) // its release, sent after the response
+			if !b.Clean {
+				until = laterOf(b.Ended, b.MediaEnd).Add(r.Lease + r.renewal() + r.Slack)
 			}
-			if b.Ended.IsZero() || !a.At.After(b.Ended.Add(grace)) {
-				held++
+			if b.Ended.IsZero() || !a.At.After(until) {
+				held[cmp.Or(b.ID, b.Stream)] = true
 			}
 		}
-		if held < lim.least(a.Zone, a.User, a.At.Add(-r.Lease-r.Slack), a.At) {
+		if len(held) < lim.least(a.Zone, a.User, a.At.Add(-r.Lease-r.Slack), a.At) {
 			wrongful = append(wrongful, a)
 		}
 	}
-	return refused, inFaults, wrongful
+	return refused, inFaults, wrongful, cuts
 }
 
 // The refusals a start may get: at the limit, and with the store down
@@ -428,6 +506,188 @@ const (
 	statusAtLimit   = 429
 	statusStoreDown = 503
 )
+
+// oneNamePerStream names every stream by its first start's name: starts
+// that the limiter gave one id (a client opening its title again) are one
+// stream, and so are their requests at the origin. Shared screens, which
+// play another's stream, keep their own names.
+func oneNamePerStream(served []Served, attempts []Attempt) ([]Served, []Attempt) {
+	byStart := slices.Clone(attempts)
+	slices.SortStableFunc(byStart, func(a, b Attempt) int { return a.At.Compare(b.At) })
+	first := map[[2]string]string{} // zone and id -> the first name
+	alias := map[string]string{}
+	for _, a := range byStart {
+		if a.ID == "" || a.Shares != "" {
+			continue
+		}
+		k := [2]string{a.Zone, a.ID}
+		if name, ok := first[k]; !ok {
+			first[k] = a.Stream
+		} else if name != a.Stream {
+			alias[a.Stream] = name
+		}
+	}
+	if len(alias) == 0 {
+		return served, attempts
+	}
+	rename := func(s string) string { return cmp.Or(alias[s], s) }
+	served = slices.Clone(served)
+	for i := range served {
+		served[i].Stream = rename(served[i].Stream)
+	}
+	attempts = slices.Clone(attempts)
+	for i := range attempts {
+		attempts[i].Stream, attempts[i].Shares = rename(attempts[i].Stream), rename(attempts[i].Shares)
+	}
+	return served, attempts
+}
+
+// spanner follows how many distinct streams one user has being served,
+// and the span in which they exceed a bound.
+type spanner struct {
+	zone, user string
+	active     map[string]int // stream -> its requests being served
+	open       *Span
+}
+
+func (sp *spanner) step(stream string, start bool) {
+	if sp.active == nil {
+		sp.active = map[string]int{}
+	}
+	if start {
+		sp.active[stream]++
+	} else if sp.active[stream]--; sp.active[stream] <= 0 {
+		delete(sp.active, stream)
+	}
+}
+
+// judge opens a span when the streams exceed bound at t, widens the open
+// one's worst, and returns it when they no longer do.
+func (sp *spanner) judge(t time.Time, bound int) *Span {
+	switch n := len(sp.active); {
+	case n > bound && sp.open == nil:
+		sp.open = &Span{Zone: sp.zone, User: sp.user, From: t, Bound: bound, Streams: sortedKeys(sp.active)}
+	case n > bound && n > len(sp.open.Streams):
+		sp.open.Streams = sortedKeys(sp.active)
+	case n <= bound:
+		return sp.closeAt(t)
+	}
+	return nil
+}
+
+// closeAt ends the open span at t, and returns it.
+func (sp *spanner) closeAt(t time.Time) *Span {
+	s := sp.open
+	if s != nil {
+		s.To = t
+		sp.open = nil
+	}
+	return s
+}
+
+// The reasons a shared screen's fetch is not counted.
+const (
+	notToldApart    = "shared screen not yet told apart"
+	acrossInstances = "shared screens on different instances"
+)
+
+// unseenShares finds the fetches of shared screens that the limiter need
+// not have counted, by their index in served, and why: those served while
+// another player of the same stream fetched through another instance only
+// (each instance counts the players it serves), and the first ShareFetches
+// a screen was served beside another player of its stream through one
+// instance (since it last changed instance). A shared screen alone on its
+// stream is its stream's one player, and counted.
+func (r Rules) unseenShares(served []Served, attempts []Attempt) map[int]string {
+	owner := map[string]string{} // shared screen -> the stream it shares
+	for _, a := range attempts {
+		if a.Shares != "" {
+			owner[a.Stream] = a.Shares
+		}
+	}
+	if len(owner) == 0 {
+		return nil
+	}
+	family := func(stream string) string {
+		if o, ok := owner[stream]; ok {
+			return o
+		}
+		return stream
+	}
+	byFamily := map[string][]int{} // the stream and its shared screens' fetches, by index
+	for i, s := range served {
+		byFamily[family(s.Stream)] = append(byFamily[family(s.Stream)], i)
+	}
+	out := map[int]string{}
+	for _, idx := range byFamily {
+		slices.SortFunc(idx, func(a, b int) int { return served[a].Start.Compare(served[b].Start) })
+		via := map[string]string{} // screen -> the instance it fetched through last
+		beside := map[string]int{} // screen -> its fetches beside another there since
+		for k, i := range idx {
+			s := served[i]
+			if _, shared := owner[s.Stream]; !shared {
+				continue
+			}
+			if via[s.Stream] != s.Via {
+				via[s.Stream], beside[s.Stream] = s.Via, 0
+			}
+			here, elsewhere := false, false
+			for _, j := range neighbours(served, idx, k) {
+				o := served[j]
+				if o.Stream == s.Stream {
+					continue
+				}
+				if o.Via == s.Via {
+					here = true
+				} else {
+					elsewhere = true
+				}
+			}
+			switch {
+			case here:
+				if beside[s.Stream] < r.ShareFetches {
+					out[i] = notToldApart
+				}
+				beside[s.Stream]++
+			case elsewhere:
+				out[i] = acrossInstances
+			}
+		}
+	}
+	return out
+}
+
+// neighbours are the indices (into served, from idx, sorted by start) of
+// the fetches that started within together of idx[k]'s.
+func neighbours(served []Served, idx []int, k int) []int {
+	t := served[idx[k]].Start
+	lo, hi := k, k
+	for lo > 0 && t.Sub(served[idx[lo-1]].Start) <= together {
+		lo--
+	}
+	for hi+1 < len(idx) && served[idx[hi+1]].Start.Sub(t) <= together {
+		hi++
+	}
+	return idx[lo : hi+1]
+}
+
+func sortedValues(m map[string]string) []string {
+	var out []string
+	for _, v := range m {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
 
 func minTime(a, b time.Time) time.Time {
 	if b.Before(a) {

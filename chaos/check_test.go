@@ -7,7 +7,7 @@ import (
 
 var (
 	t0    = time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)
-	rules = Rules{Limit: 3, Lease: 3 * time.Second, Slack: time.Second}
+	rules = Rules{Limit: 3, Lease: 3 * time.Second, Slack: time.Second, ShareFetches: 4}
 )
 
 // at is t0 plus s seconds.
@@ -187,12 +187,120 @@ func TestCheckRefusals(t *testing.T) {
 		{name: "a sharer's refusal is no honest viewer's", attempts: []Attempt{
 			{Zone: "deny", User: "u", Stream: "a", At: at(0), Status: 429},
 		}},
+		{name: "a stopped player holds its slot while its media plays", attempts: []Attempt{
+			honest("a", 0, 200, 0, false), honest("b", 1, 200, 0, false),
+			withMedia(honest("c", 2, 200, 4, false), 10), honest("d", 14, 429, 0, false),
+		}},
+		{name: "and a lease after", attempts: []Attempt{
+			honest("a", 0, 200, 0, false), honest("b", 1, 200, 0, false),
+			withMedia(honest("c", 2, 200, 4, false), 10), honest("d", 16, 429, 0, false),
+		}, wrongful: 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			rep := Check(rules, nil, c.attempts, c.events)
 			if len(rep.WrongfulRefusals) != c.wrongful {
 				t.Errorf("wrongful refusals: %v, want %d", rep.WrongfulRefusals, c.wrongful)
+			}
+		})
+	}
+}
+
+func withMedia(a Attempt, mediaEnd float64) Attempt {
+	a.MediaEnd = at(mediaEnd)
+	return a
+}
+
+func TestCheckCutsWhilePlaying(t *testing.T) {
+	cut := Attempt{Zone: "deny", User: "u", Stream: "a", ID: "id-a", Honest: true, At: at(0), Status: 200, Cut: 409, CutAt: at(5)}
+	cases := []struct {
+		name     string
+		events   []Event
+		wrongful int
+	}{
+		{name: "cut, neither closed nor in a fault", wrongful: 1},
+		{name: "cut after its close", events: []Event{{Kind: Close, Zone: "deny", User: "u", ID: "id-a", Start: at(4.5), End: at(4.6)}}},
+		{name: "cut before its close", events: []Event{{Kind: Close, Zone: "deny", User: "u", ID: "id-a", Start: at(6), End: at(6.1)}}, wrongful: 1},
+		{name: "cut in a fault", events: []Event{{Kind: PauseRedis, Target: "redis", Start: at(3), End: at(4)}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rep := Check(rules, nil, []Attempt{cut}, c.events)
+			if len(rep.WrongfulCuts) != c.wrongful || rep.OK() != (c.wrongful == 0) {
+				t.Errorf("wrongful cuts: %v, want %d", rep.WrongfulCuts, c.wrongful)
+			}
+		})
+	}
+}
+
+// segments are the fetches of a player of stream through via: one every
+// second from a to b, each served in 100 ms and holding 1 s of media.
+func segments(u, stream, via string, a, b float64) []Served {
+	var out []Served
+	for s := a; s < b; s++ {
+		r := req("deny", u, stream, s, s+0.1)
+		r.Via, r.Media = via, time.Second
+		out = append(out, r)
+	}
+	return out
+}
+
+func TestCheckSegmentsAndSharedScreens(t *testing.T) {
+	playing := []Served{req("deny", "u", "b", 0, 30), req("deny", "u", "c", 0, 30)}
+	owner := segments("u", "a", "c1", 0, 30)
+	sharer := Attempt{Zone: "deny", User: "u", Stream: "a/m1", Shares: "a", At: at(0.5), Status: 200}
+	cases := []struct {
+		name               string
+		served             [][]Served
+		attempts           []Attempt
+		violations, excuse int
+		windows            string
+	}{
+		{name: "a player between its fetches is playing", served: [][]Served{
+			playing, segments("u", "a", "c1", 0, 10), {req("deny", "u", "d", 1.5, 1.6)},
+		}, violations: 1},
+		{name: "once its media has run out it is not", served: [][]Served{
+			playing, segments("u", "a", "c1", 0, 3), {req("deny", "u", "d", 4.5, 6)},
+		}},
+		{name: "a shared screen beside its stream, never told apart", served: [][]Served{
+			playing, owner, segments("u", "a/m1", "c1", 0.5, 30),
+		}, attempts: []Attempt{sharer}, violations: 1},
+		{name: "told apart, and refused", served: [][]Served{
+			playing, owner, segments("u", "a/m1", "c1", 0.5, 4),
+		}, attempts: []Attempt{sharer}, excuse: 1, windows: notToldApart},
+		{name: "a shared screen on another instance is counted there apart", served: [][]Served{
+			playing, owner, segments("u", "a/m1", "c2", 0.5, 30),
+		}, attempts: []Attempt{sharer}, excuse: 1, windows: acrossInstances},
+		{name: "a title opened again by its client is its stream continued", served: [][]Served{
+			playing, segments("u", "a", "c1", 0, 5), {req("deny", "u", "a2", 4.5, 4.5)}, segments("u", "a2", "c1", 5, 10),
+		}, attempts: []Attempt{
+			{Zone: "deny", User: "u", Stream: "a", ID: "x", At: at(0), Status: 200},
+			{Zone: "deny", User: "u", Stream: "a2", ID: "x", At: at(4.5), Status: 200},
+		}},
+		{name: "another start beside it is another stream", served: [][]Served{
+			playing, segments("u", "a", "c1", 0, 5), {req("deny", "u", "a2", 4.5, 4.5)}, segments("u", "a2", "c1", 5, 10),
+		}, attempts: []Attempt{
+			{Zone: "deny", User: "u", Stream: "a", ID: "x", At: at(0), Status: 200},
+			{Zone: "deny", User: "u", Stream: "a2", ID: "y", At: at(4.5), Status: 200},
+		}, violations: 1},
+		{name: "a shared screen alone on its stream is its one player", served: [][]Served{
+			playing, segments("u", "a", "c1", 0, 3), segments("u", "a/m1", "c1", 10, 20), {req("deny", "u", "d", 12, 13)},
+		}, attempts: []Attempt{sharer}, violations: 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var served []Served
+			for _, s := range c.served {
+				served = append(served, s...)
+			}
+			rep := Check(rules, served, c.attempts, nil)
+			if len(rep.Violations) != c.violations || len(rep.Excused) != c.excuse {
+				t.Fatalf("violations %v, excused %v; want %d and %d", rep.Violations, rep.Excused, c.violations, c.excuse)
+			}
+			if c.excuse > 0 {
+				if got := joined(rep.Excused[0].Windows); got != c.windows {
+					t.Errorf("excused in %q, want %q", got, c.windows)
+				}
 			}
 		})
 	}

@@ -20,11 +20,19 @@ type Served struct {
 	User string
 	// Stream names the playback the request belongs to: every request of
 	// one stream carries the same name, given by the viewer (the stream id
-	// never reaches the origin).
+	// never reaches the origin). A viewer that learns at a start that the
+	// limiter continued an earlier stream (the same client opening its
+	// title again) names the start anew: starts given one id are one
+	// stream.
 	Stream string
 	// Via is the Caddy instance that proxied it.
 	Via        string
 	Start, End time.Time
+	// Media is the playing time a segment held (0 for anything else): its
+	// stream is playing from the moment the segment was asked for until
+	// the later of its end and that much later, so a player that fetches
+	// one segment for each segment it plays counts between its fetches.
+	Media time.Duration
 }
 
 // Attempt is a viewer's start of a stream, from the viewers' log.
@@ -43,6 +51,19 @@ type Attempt struct {
 	// going silent or losing its instance.
 	Ended time.Time
 	Clean bool
+	// MediaEnd, with path_token, is when the media the stream was served
+	// would have played out: each segment's media from the later of its
+	// fetch and the media before it, as the limiter counts it. A stream
+	// that stopped holds its slot until then, and a lease.
+	MediaEnd time.Time
+	// Cut is a refusal of a stream already playing (409 revoked or
+	// replaced, 429 at the limit or shared), at CutAt; 0 for none.
+	Cut   int
+	CutAt time.Time
+	// Shares names, for a shared screen (a machine playing a stream's
+	// tokenized URL that it was passed), the stream whose URL it plays.
+	// Such a screen is never honest.
+	Shares string
 }
 
 // Kinds of event.
@@ -114,7 +135,17 @@ type Rules struct {
 	Limit int           // the zones' limit, without an override
 	Lease time.Duration // the zones' lease
 	Slack time.Duration // a loaded machine's room on every bound
+	// ShareFetches is how many segments a shared screen may be served
+	// beside another player of its stream, through one instance, before
+	// the limiter must have told it apart (sharing strict: 4 turns taken
+	// back, about 4 fetches each). Players of one stream on different
+	// instances are counted by each apart (documented).
+	ShareFetches int
 }
+
+// together is how close in time two players' fetches of one stream must
+// be for them to count as playing side by side.
+const together = 3 * time.Second
 
 // renewal is how often a live stream's lease is renewed, and so how long
 // a stream revoked on one instance may still be served by another.

@@ -36,8 +36,12 @@ var (
 )
 
 // The chaos fleet's zones: conn (connection mode, on_store_error allow,
-// the default) and sess (session mode, on_store_error deny), both with a
-// lease of 2 s, renewed every 667 ms.
+// the default), sess (session mode, on_store_error deny) and tok (session
+// mode with path_token, sharing strict, for unmodified HLS players: see
+// chaos_token_test.go), each with a lease of 2 s, renewed every 667 ms.
+// chaosZones are the zones' names.
+var chaosZones = []string{"conn", "sess", "tok"}
+
 const (
 	chaosLease   = 2 * time.Second
 	chaosLimit   = 3
@@ -73,6 +77,19 @@ http://%[2]s {
 			header_up X-Chaos-Via %[5]s
 		}
 	}
+	route /p/* {
+		stream_limit {
+			zone tok
+			mode session
+			path_token
+			lease 2s
+			max_buffer 8s
+			%[3]s
+		}
+		reverse_proxy %[4]s {
+			header_up X-Chaos-Via %[5]s
+		}
+	}
 }
 `
 
@@ -102,6 +119,8 @@ func TestChaos(t *testing.T) {
 	t.Logf("seed %d:\n%s", seed, rep)
 	if !rep.OK() {
 		t.Errorf("the limit was not kept (seed %d); the history: %s", seed, r.keepHistory(seed))
+	} else if os.Getenv("CHAOS_KEEP") != "" {
+		t.Logf("the history: %s", r.keepHistory(seed))
 	}
 	r.checkNothingLeft(t)
 }
@@ -144,7 +163,7 @@ func (r *chaosRun) keepHistory(seed uint64) string {
 }
 
 // chaosRules are what the chaos fleet's config promises.
-var chaosRules = chaos.Rules{Limit: chaosLimit, Lease: chaosLease, Slack: 2 * time.Second}
+var chaosRules = chaos.Rules{Limit: chaosLimit, Lease: chaosLease, Slack: 2 * time.Second, ShareFetches: 8}
 
 // runChaos runs the viewers, the operator and the faults over a fleet on
 // store for d, and checks the history.
@@ -170,6 +189,7 @@ func runChaos(t *testing.T, seed uint64, store string, d time.Duration) (*chaosR
 		}
 		viewers.Go(func() { r.attacker(ctx, fmt.Sprintf("attacker-%d", i)) })
 	}
+	r.tokViewers(ctx, &viewers)
 	if store != "memory" {
 		operators.Go(func() { r.faults(ctx) })
 		operators.Go(func() { r.operator(ctx) })
@@ -401,8 +421,9 @@ func startChaosOrigin(t *testing.T) *chaosOrigin {
 }
 
 func (o *chaosOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	zone, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	s := chaos.Served{
-		Zone: map[bool]string{true: "conn", false: "sess"}[strings.HasPrefix(r.URL.Path, "/c/")],
+		Zone: map[string]string{"c": "conn", "s": "sess", "p": "tok"}[zone],
 		User: r.Header.Get("X-User-Id"), Stream: r.Header.Get("X-Chaos-Stream"), Via: r.Header.Get("X-Chaos-Via"),
 		Start: time.Now(),
 	}
@@ -412,6 +433,16 @@ func (o *chaosOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.log = append(o.log, s)
 		o.mu.Unlock()
 	}()
+	if s.Zone == "tok" {
+		if strings.HasSuffix(r.URL.Path, ".m3u8") {
+			w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
+			io.WriteString(w, chaosPlaylist)
+			return
+		}
+		s.Media = chaosSegment
+		origintest.TrickleFor(w, r, chaosSegmentServed)
+		return
+	}
 	d := time.Minute
 	if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
 		d = time.Duration(ms) * time.Millisecond
@@ -714,10 +745,14 @@ func (r *chaosRun) faults(ctx context.Context) {
 // kicks of live streams, per-user limit overrides set and cleared.
 func (r *chaosRun) operator(ctx context.Context) {
 	rng := r.rng("operator")
-	users := []string{"honest-c0", "honest-s1", "greedy-c0", "greedy-s1", "attacker-0"}
+	users := map[string][]string{
+		"conn": {"honest-c0", "greedy-c0"},
+		"sess": {"honest-s1", "greedy-s1", "attacker-0"},
+		"tok":  {"honest-p0", "honest-p1", "greedy-p0"},
+	}
 	for sleepFor(ctx, between(rng, 500*time.Millisecond, 2*time.Second)) {
 		in := r.fleet[rng.IntN(len(r.fleet))]
-		zone := []string{"conn", "sess"}[rng.IntN(2)]
+		zone := chaosZones[rng.IntN(len(chaosZones))]
 		switch rng.IntN(3) {
 		case 0:
 			start := time.Now()
@@ -726,13 +761,12 @@ func (r *chaosRun) operator(ctx context.Context) {
 				r.event(chaos.Event{Kind: chaos.Reload, Target: in.name, Start: start, End: time.Now()})
 			}
 		case 1:
-			user := users[rng.IntN(len(users))]
-			if zone == "conn" {
-				user = strings.Replace(user, "-s", "-c", 1)
-			}
-			r.kick(in, zone, user, rng)
+			r.kick(in, zone, users[zone][rng.IntN(len(users[zone]))], rng)
 		case 2:
 			user := fmt.Sprintf("greedy-%s%d", zone[:1], rng.IntN(2))
+			if zone == "tok" {
+				user = "greedy-p0"
+			}
 			r.override(in, zone, user, rng.IntN(5)) // 0 clears it
 		}
 	}
@@ -850,8 +884,11 @@ func (r *chaosRun) clearOverrides() {
 func (r *chaosRun) checkNothingLeft(t *testing.T) {
 	rules := chaosRules
 	quit := time.Now()
-	time.Sleep(rules.Lease + rules.Lease/3 + rules.Slack)
-	for _, zone := range []string{"conn", "sess"} {
+	// A tok stream that stopped holds its slot while the media it was
+	// served plays, as the limiter counts it (up to max_buffer), and a
+	// lease.
+	time.Sleep(chaosMaxBuffer + rules.Lease + rules.Lease/3 + rules.Slack)
+	for _, zone := range chaosZones {
 		code, body := r.adminBody(r.fleet[0], http.MethodGet, "/stream_limit/zones/"+zone, "", "")
 		var totals struct{ Streams int }
 		if code != http.StatusOK || json.Unmarshal(body, &totals) != nil {
@@ -861,6 +898,10 @@ func (r *chaosRun) checkNothingLeft(t *testing.T) {
 		t.Logf("zone %s: %d slots held %v after the last viewer quit", zone, totals.Streams, time.Since(quit).Round(time.Millisecond))
 		if totals.Streams != 0 {
 			t.Errorf("zone %s: %d slots leaked", zone, totals.Streams)
+			for _, user := range []string{"honest-p0", "honest-p1", "greedy-p0"} {
+				_, body := r.adminBody(r.fleet[0], http.MethodGet, "/stream_limit/zones/"+zone+"/users/"+user, "", "")
+				t.Logf("zone %s, %s: %s", zone, user, body)
+			}
 		}
 	}
 	deadline := quit.Add(lease.TombstoneTTL(rules.Lease) + rules.Slack)
