@@ -108,9 +108,16 @@ async function state(screen) {
 
 // listed is the user's live streams as the limiter lists them.
 async function listed(base, user) {
+	return (await listing(base, user)).streams.map((s) => s.id);
+}
+
+// listing is the limiter's whole answer: the limit, and each stream's id,
+// start and expiry (what tells a lapse from a re-admission, or another
+// server on the port, when a sample is off).
+async function listing(base, user) {
 	const resp = await fetch(`${base}/streams`, { headers: { 'X-User-Id': user } });
 	if (resp.status !== 200) throw new Error(`GET /streams: ${resp.status}`);
-	return (await resp.json()).streams.map((s) => s.id);
+	return resp.json();
 }
 
 // watchSlots polls the user's live streams until stop, on its own clock:
@@ -122,7 +129,9 @@ function watchSlots(base, user) {
 	let stopped = false;
 	const done = (async () => {
 		while (!stopped) {
-			seen.push({ ms: Date.now() - t0, ids: await listed(base, user) });
+			const ms = Date.now() - t0;
+			const list = await listing(base, user);
+			seen.push({ ms, ids: list.streams.map((s) => s.id), list });
 			await sleep(pollMs);
 		}
 	})();
@@ -229,7 +238,7 @@ async function playAndRefuse(c, user, screens, { problems, notes }) {
 	const id = seen[0]?.ids[0];
 	const off = seen.filter(({ ids }) => ids.length !== 1 || ids[0] !== id);
 	if (off.length) {
-		problems.push(`want the one stream ${id} listed throughout; got, ms after the first played:\n${off.map(({ ms, ids }) => `${ms}: [${ids.join(', ')}]`).join('\n')}`);
+		problems.push(`want the one stream ${id} listed throughout; got, ms after the first played:\n${off.map(({ ms, list }) => `${ms}: ${JSON.stringify(list)}`).join('\n')}`);
 	}
 	if (s.errors.length) notes.push(`the first player reported: ${s.errors.join('; ')}`);
 	const stream = checkRequests(first, problems);

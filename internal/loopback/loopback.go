@@ -9,14 +9,25 @@ import (
 	"time"
 )
 
-// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago.
+// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago,
+// and that no other process of the project's tests was given (claim).
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		addr := l.Addr().(*net.TCPAddr)
+		ok, err := claim(addr.Port)
+		l.Close()
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return addr.String(), nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", fmt.Errorf("no free port that another test process had not claimed in 100 tries")
 }
 
 // FreePort is FreeAddr's port.
