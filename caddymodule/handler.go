@@ -483,13 +483,11 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		again = reopenKeyOf(r, key.User, h.Client)
 		if id, ok := h.zone.reopens.recall(again); ok {
 			ref := streamRef{key, id}
-			if ls := h.zone.lookup(ref); ls != nil && ls.heldOnceRenewed() {
-				if _, revoked := ls.fresh(h.ttl()); !revoked {
-					if h.sharing.Turns > 0 {
-						ls.restart(clientHint(r, h.Client))
-					}
-					return h.answerStart(w, r, next, secret, ref, limit, false)
+			if ls := h.zone.lookup(ref); ls != nil && ls.heldOnceRenewed() && h.stillHeld(r, ref, ls, limit) {
+				if h.sharing.Turns > 0 {
+					ls.restart(clientHint(r, h.Client))
 				}
+				return h.answerStart(w, r, next, secret, ref, limit, false)
 			}
 		}
 	}
@@ -544,6 +542,37 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return h.answerStart(w, r, next, secret, ref, limit, true)
 	}
 	return h.serve(w, r, next, ref, limit, true)
+}
+
+// stillHeld reports whether a stream a client opens again may go on: not
+// revoked here, and, unless the store confirmed its lease within a
+// renewal interval, still held in the store. A stream closed or kicked
+// through another instance is so not continued here on what this one
+// last knew (which, for a stream with media buffered, may be a lease
+// old): its client starts anew, and needs a free slot. A store that
+// cannot answer leaves it going on, as a live stream does.
+func (h *Handler) stillHeld(r *http.Request, ref streamRef, ls *localStream, limit int) bool {
+	if _, revoked := ls.fresh(h.ttl()); revoked {
+		return false
+	}
+	if ls.confirmedWithin(renewEvery(h.ttl())) {
+		return true
+	}
+	ttl := ls.leaseTTL()
+	d, err := h.renewFor(r, ref, ttl, limit)
+	switch {
+	case errors.Is(err, lease.ErrRevoked):
+		h.zone.markRevoked(ref, h.ttl())
+		return false
+	case err != nil:
+		ls.renewalFailed(err)
+		return true
+	case !d.Admitted:
+		ls.lost() // lapsed, and the slots are taken
+		return false
+	}
+	ls.confirm(ttl)
+	return true
 }
 
 // answerStart answers a GET that starts a path_token stream, or opens it

@@ -308,6 +308,14 @@ func (ls *localStream) fresh(ttl time.Duration) (fresh, revoked bool) {
 	return since < renewEvery(ttl) || (since < ttl && ls.storeUntil.Sub(t) > 2*renewEvery(ttl)), ls.revoked
 }
 
+// confirmedWithin reports whether the store confirmed the lease less than
+// d ago.
+func (ls *localStream) confirmedWithin(d time.Duration) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return !ls.confirmed.IsZero() && now().Sub(ls.confirmed) < d
+}
+
 // held reports whether the lease the store last confirmed still runs: the
 // slot is surely still the stream's, unless it was revoked, which a
 // renewal under way would find.

@@ -23,8 +23,11 @@ type Report struct {
 	Excused []Span
 	// ServedAfterClose are requests of a closed or kicked stream that the
 	// origin served past the close plus one renewal interval (and the
-	// slack): the time another instance may take to learn of it.
+	// slack): the time another instance may take to learn of it; or, for
+	// a request asked for later still, past CutWithin. CutAfterClose
+	// counts those later requests that were cut in time.
 	ServedAfterClose []Served
+	CutAfterClose    int
 	// WrongfulRefusals are honest viewers' starts refused while their user
 	// held fewer streams than the limit, outside every window. Refused
 	// lists every refusal of an honest viewer, wrongful or not.
@@ -136,7 +139,7 @@ func (r Report) String() string {
 	if l := r.LongestExcused(); len(l.Streams) > 0 {
 		fmt.Fprintf(&b, "; the longest %v, in %s", l.To.Sub(l.From).Round(time.Millisecond), strings.Join(l.Windows, ", "))
 	}
-	fmt.Fprintf(&b, "\nclosed streams served past a renewal interval: %d\n", len(r.ServedAfterClose))
+	fmt.Fprintf(&b, "\nclosed streams served past a renewal interval: %d (requests asked for later, cut within a store call: %d)\n", len(r.ServedAfterClose), r.CutAfterClose)
 	for _, s := range r.ServedAfterClose {
 		fmt.Fprintf(&b, "  %s/%s %s via %s, %s to %s\n", s.Zone, s.User, s.Stream, s.Via, s.Start.Format("15:04:05.000"), s.End.Format("15:04:05.000"))
 	}
@@ -327,8 +330,12 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 			to = played
 		}
 		if c, ok := closedAt[s.Stream]; ok {
-			if s.End.After(c.done.Add(rules.renewal() + rules.Slack)) {
+			// Served past the close's 204 and a renewal interval, or, when
+			// asked for later, past the store call that cuts it.
+			if by := c.done.Add(rules.renewal() + rules.Slack); s.End.After(laterOf(by, s.Start.Add(rules.CutWithin))) {
 				rep.ServedAfterClose = append(rep.ServedAfterClose, s)
+			} else if s.Start.After(by) {
+				rep.CutAfterClose++
 			}
 			to = minTime(to, c.sent)
 			if !from.Before(to) {

@@ -7,7 +7,7 @@ import (
 
 var (
 	t0    = time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)
-	rules = Rules{Limit: 3, Lease: 3 * time.Second, Slack: time.Second, ShareFetches: 4}
+	rules = Rules{Limit: 3, Lease: 3 * time.Second, Slack: time.Second, CutWithin: 500 * time.Millisecond, ShareFetches: 4}
 )
 
 // at is t0 plus s seconds.
@@ -145,7 +145,13 @@ func TestCheckClosedStreams(t *testing.T) {
 	}
 	served = append(served, req("deny", "u", "a", 8, 9))
 	if rep := Check(rules, served, attempts, []Event{closeA}); len(rep.ServedAfterClose) != 2 {
-		t.Errorf("closed stream's request 3 s after its close: %s", rep)
+		t.Errorf("closed stream's request 3 s after its close, served 1 s: %s", rep)
+	}
+	// A request asked for later, through an instance not yet told of the
+	// close, served until the store call beside it answers: cut in time.
+	served[len(served)-1].End = at(8.1)
+	if rep := Check(rules, served, attempts, []Event{closeA}); len(rep.ServedAfterClose) != 1 || rep.CutAfterClose != 1 {
+		t.Errorf("closed stream's request 3 s after its close, cut in 100 ms: %s", rep)
 	}
 }
 

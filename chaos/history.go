@@ -135,6 +135,11 @@ type Rules struct {
 	Limit int           // the zones' limit, without an override
 	Lease time.Duration // the zones' lease
 	Slack time.Duration // a loaded machine's room on every bound
+	// CutWithin is how soon a request of a closed stream that reaches an
+	// instance not yet told of the close must end: that instance serves
+	// it while the renewal it is due runs beside it, and cuts it when the
+	// store answers (within the store's timeout).
+	CutWithin time.Duration
 	// ShareFetches is how many segments a shared screen may be served
 	// beside another player of its stream, through one instance, before
 	// the limiter must have told it apart (sharing strict: 4 turns taken

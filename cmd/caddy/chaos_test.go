@@ -163,7 +163,8 @@ func (r *chaosRun) keepHistory(seed uint64) string {
 }
 
 // chaosRules are what the chaos fleet's config promises.
-var chaosRules = chaos.Rules{Limit: chaosLimit, Lease: chaosLease, Slack: 2 * time.Second, ShareFetches: 8}
+var chaosRules = chaos.Rules{Limit: chaosLimit, Lease: chaosLease, Slack: 2 * time.Second,
+	CutWithin: chaosTimeout + 250*time.Millisecond, ShareFetches: 8}
 
 // runChaos runs the viewers, the operator and the faults over a fleet on
 // store for d, and checks the history.

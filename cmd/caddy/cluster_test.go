@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -53,6 +54,18 @@ const fleetSite = `
 		stream_limit {
 			lease 3s
 			list_path /c/streams
+			store redis {
+				address %[1]s
+			}
+		}
+		reverse_proxy %[2]s
+	}
+	route /p/* {
+		stream_limit {
+			zone tok
+			mode session
+			path_token
+			lease 3s
 			store redis {
 				address %[1]s
 			}
@@ -300,6 +313,69 @@ func TestEvictionOnAnotherInstanceCutsTheStream(t *testing.T) {
 			t.Fatalf("stream %d, not the oldest, was cut", i+1)
 		default:
 		}
+	}
+}
+
+// TestAClosedStreamIsNotReopenedElsewhere: a path_token stream closed
+// through one instance is not continued by another on what that one last
+// knew, when its client opens the title again there: the player gets a
+// stream of its own (a new id), not the closed one's playlist. The
+// instance had confirmed the stream's lease more than a renewal interval
+// before, and held it for the media it had served, so that nothing but a
+// store call could tell it of the close.
+func TestAClosedStreamIsNotReopenedElsewhere(t *testing.T) {
+	srv := redistest.Start(t)
+	origin := origintest.StartWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if filepath.Ext(r.URL.Path) == ".m3u8" {
+			w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
+			io.WriteString(w, "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:4.0,\nseg0.ts\n#EXTINF:4.0,\nseg1.ts\n#EXT-X-ENDLIST\n")
+			return
+		}
+		w.Header().Set("Content-Type", "video/mp2t")
+		w.Write(make([]byte, 188))
+	}))
+	fleet := startFleet(t, 2, srv.Addr, origin.Addr)
+	open := func(in *instance) (id, playlist string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+in.addr+"/p/title/index.m3u8", nil)
+		req.Header.Set("X-User-Id", "viewer")
+		resp, err := noReuse.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("opening the title: %s %s", resp.Status, b)
+		}
+		return resp.Header.Get("Stream-Id"), string(b)
+	}
+	id, playlist := open(fleet[1])
+	for _, line := range strings.Split(playlist, "\n") {
+		if strings.HasPrefix(line, "~sl-") {
+			if code := status(t, http.MethodGet, "http://"+fleet[1].addr+"/p/title/"+line, "viewer"); code != http.StatusOK {
+				t.Fatalf("segment %s: %d", line, code)
+			}
+		}
+	}
+	// The media served is carried to the store within a renewal interval
+	// (the keepalive); a renewal interval after that, the next request of
+	// the stream here must ask the store again. (A third interval for a
+	// loaded machine: the lease, carried through the 8 s of media, runs
+	// on here all the while.)
+	time.Sleep(3 * fleetRenewal)
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+fleet[0].addr+"/p/title/index.m3u8", nil)
+	req.Header.Set("X-User-Id", "viewer")
+	req.Header.Set("Stream-Id", id)
+	resp, err := noReuse.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("closing the stream through the other instance: %s", resp.Status)
+	}
+	if again, _ := open(fleet[1]); again == id {
+		t.Fatalf("the client opening its title again got the stream closed through the other instance, %s", id)
 	}
 }
 
