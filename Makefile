@@ -56,7 +56,7 @@ bench: deps
 # The chaos run (docs/GUARANTEES.md): 3 Caddy over Redis, faults at times
 # drawn from a seed, the origin's log checked against the limit. Each store
 # of CHAOS_STORES (redis: standalone behind fault proxies; sentinel;
-# cluster) gets its own run of CHAOS_DURATION. CHAOS_SEED=0 draws a new seed
+# cluster, with replicas) gets its own run of CHAOS_DURATION. CHAOS_SEED=0 draws a new seed
 # (printed, for replay). make test runs a short one, seed 1, standalone.
 CHAOS_DURATION ?= 3m
 CHAOS_SEED ?= 0

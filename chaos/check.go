@@ -300,17 +300,35 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 	closedAt := map[string]closing{} // stream name -> its first close
 	names := map[string]string{}     // stream id -> stream name
 	for _, a := range attempts {
-		if a.ID != "" {
+		if a.ID != "" && a.Shares == "" {
 			names[a.Zone+"\x00"+a.ID] = a.Stream
 		}
 	}
+	// A close of an id no viewer was given (a shared screen's own slot,
+	// which the limiter lists with the user's streams) frees a slot the
+	// origin's log cannot name: the user may have one stream more than
+	// the bound until the screen's player is cut, at its instance's next
+	// renewal.
+	freed := map[[2]string][]window{} // by zone and user
 	for _, e := range events {
 		if e.Kind != Close {
 			continue
 		}
-		if name, ok := names[e.Zone+"\x00"+e.ID]; ok {
-			if c, seen := closedAt[name]; !seen || e.Start.Before(c.sent) {
-				closedAt[name] = closing{e.Start, e.End}
+		name, ok := names[e.Zone+"\x00"+e.ID]
+		if !ok {
+			k := [2]string{e.Zone, e.User}
+			freed[k] = append(freed[k], window{kind: Close, from: e.Start, to: e.End.Add(rules.renewal() + rules.Slack)})
+			continue
+		}
+		if c, seen := closedAt[name]; !seen || e.Start.Before(c.sent) {
+			closedAt[name] = closing{e.Start, e.End}
+		}
+	}
+	// A stream's shared screens play its id: closed with it.
+	for _, a := range attempts {
+		if c, ok := closedAt[a.Shares]; ok && a.Shares != "" {
+			if mine, seen := closedAt[a.Stream]; !seen || c.sent.Before(mine.sent) {
+				closedAt[a.Stream] = c
 			}
 		}
 	}
@@ -401,6 +419,11 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 				oldest = minTime(oldest, first[s])
 			}
 			bound := lim.most(zone, user, oldest, p.t)
+			for _, w := range freed[k] {
+				if !p.t.Before(w.from) && !p.t.After(w.to) {
+					bound++
+				}
+			}
 			a := all.judge(p.t, bound)
 			judged(counted.judge(p.t, bound), a)
 		}

@@ -155,6 +155,31 @@ func TestCheckClosedStreams(t *testing.T) {
 	}
 }
 
+func TestCheckClosesOfSharedStreams(t *testing.T) {
+	owner := Attempt{Zone: "deny", User: "u", Stream: "a", ID: "id-a", Status: 200, At: at(0)}
+	sharer := Attempt{Zone: "deny", User: "u", Stream: "a/m1", Shares: "a", Status: 200, At: at(2)}
+	playing := []Served{req("deny", "u", "b", 0, 7), req("deny", "u", "c", 0, 7)}
+	closeA := Event{Kind: Close, Zone: "deny", User: "u", ID: "id-a", Start: at(4.9), End: at(5)}
+	// The stream's owner stopped; a machine it was passed to plays it
+	// alone, and is cut with it when it is closed: its slot went to d.
+	served := append(segments("u", "a", "c1", 0, 2), segments("u", "a/m1", "c1", 2, 6)...)
+	served = append(append(served, playing...), req("deny", "u", "d", 5.1, 7))
+	if rep := Check(rules, served, []Attempt{owner, sharer}, []Event{closeA}); !rep.OK() {
+		t.Errorf("a shared screen of a stream closed: %s", rep)
+	}
+	// A close of an id no viewer was given (a shared screen's own slot)
+	// frees a slot for a renewal interval and the slack after its 204.
+	closeScreen := Event{Kind: Close, Zone: "deny", User: "u", ID: "screen", Start: at(4.9), End: at(5)}
+	served = append(append(segments("u", "a", "c1", 0, 7), playing...), req("deny", "u", "d", 5.1, 7))
+	if rep := Check(rules, served, []Attempt{owner}, []Event{closeScreen}); !rep.OK() {
+		t.Errorf("a screen's own slot closed: %s", rep)
+	}
+	served = append(append(segments("u", "a", "c1", 0, 9), req("deny", "u", "b", 0, 9), req("deny", "u", "c", 0, 9)), req("deny", "u", "d", 5.1, 9))
+	if rep := Check(rules, served, []Attempt{owner}, []Event{closeScreen}); len(rep.Violations) != 1 {
+		t.Errorf("4 streams on past the window of a screen's slot closed: %s", rep)
+	}
+}
+
 func TestCheckRefusals(t *testing.T) {
 	honest := func(stream string, a float64, status int, ended float64, clean bool) Attempt {
 		at := Attempt{Zone: "deny", User: "u", Stream: stream, Honest: true, At: at(a), Status: status, Clean: clean}

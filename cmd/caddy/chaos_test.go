@@ -32,7 +32,7 @@ import (
 var (
 	chaosDuration = flag.Duration("chaos.duration", 40*time.Second, "how long the chaos run's viewers play and its faults strike")
 	chaosSeed     = flag.Uint64("chaos.seed", 1, "the chaos run's seed: the faults, their times and targets, and the viewers' choices (0: a new one, printed)")
-	chaosStore    = flag.String("chaos.store", "redis", "the fleet's Redis: redis (standalone, a fault proxy before it for each instance), sentinel (a master, a replica and a sentinel; failovers) or cluster (3 masters)")
+	chaosStore    = flag.String("chaos.store", "redis", "the fleet's Redis: redis (standalone, a fault proxy before it for each instance), sentinel (a master, a replica and a sentinel; failovers) or cluster (3 masters, each with a replica; failovers)")
 )
 
 // The chaos fleet's zones: conn (connection mode, on_store_error allow,
@@ -100,9 +100,12 @@ http://%[2]s {
 // as -chaos.store has it: with a standalone Redis (the default), a
 // partition, latency or dropped connections between one instance and
 // Redis (each instance reaches it through a fault proxy of its own); with
-// Sentinel, the master killed and the replica promoted; with a Cluster,
-// one of its masters paused. Beside the faults an operator reloads
-// configs, kicks live streams and sets and clears limit overrides. Then the history is checked (package chaos): from the
+// Sentinel, the master killed and the replica promoted; with a Cluster
+// (a replica for each master), a master killed and its replica promoted,
+// or a node paused (a master paused past the node timeout is failed over
+// too). Beside the faults an operator reloads configs, kicks live streams
+// and sets and clears limit overrides. Then the history is checked
+// (package chaos): from the
 // origin's log, no user ever had more streams served at once than the
 // limit outside the windows docs/GUARANTEES.md documents; no honest
 // viewer was refused under the limit; no slot and no Redis key outlived
@@ -250,7 +253,7 @@ func startChaos(t *testing.T, seed uint64, store string) *chaosRun {
 		r.sentinel = redistest.StartSentinel(t, chaosMaster, r.redis)
 		r.waitReplicaKnown(t, 30*time.Second)
 	case "cluster":
-		r.cluster = redistest.StartCluster(t)
+		r.cluster = redistest.StartReplicatedCluster(t)
 	case "memory": // each instance counts alone: the checker's control
 	default:
 		t.Fatalf("-chaos.store %q: not redis, sentinel or cluster", store)
@@ -346,6 +349,18 @@ func (r *chaosRun) failover() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	r.t.Errorf("the sentinel did not promote %s within 20 s of the master's kill", r.replica.Addr)
+}
+
+// clusterFailover kills a Cluster master and waits for its replica to be
+// promoted and every slot served; then starts the killed node again, which
+// rejoins as the new master's replica. It returns the killed master.
+func (r *chaosRun) clusterFailover(master *redistest.Server) string {
+	master.Kill()
+	if err := r.cluster.WaitOK(20 * time.Second); err != nil {
+		r.t.Errorf("no replica took the place of the killed master %s: %v", master.Addr, err)
+	}
+	master.Restart(r.t)
+	return master.Addr
 }
 
 // redisNodes are the servers that hold the run's keys now.
@@ -690,7 +705,7 @@ func (r *chaosRun) faults(ctx context.Context) {
 	switch r.store {
 	case "redis":
 		kinds = append(kinds, chaos.Partition, chaos.Latency, chaos.DropConns)
-	case "sentinel":
+	case "sentinel", "cluster":
 		kinds = append(kinds, chaos.Failover)
 	}
 	lastFailover := time.Time{}
@@ -720,11 +735,16 @@ func (r *chaosRun) faults(ctx context.Context) {
 			time.Sleep(between(rng, 300*time.Millisecond, longest))
 			syscall.Kill(node.Pid(), syscall.SIGCONT)
 		case chaos.Failover:
-			if time.Since(lastFailover) < 15*time.Second || !r.waitReplicaKnown(nil, 0) {
-				continue // the sentinel does not know the new replica yet
+			if time.Since(lastFailover) < 15*time.Second || (r.cluster == nil && !r.waitReplicaKnown(nil, 0)) {
+				continue // the last failover's new replica may not be in sync yet
 			}
-			e.Target = "redis " + r.redis.Addr
-			r.failover()
+			if r.cluster != nil {
+				masters := r.cluster.Masters()
+				e.Target = "redis " + r.clusterFailover(masters[rng.IntN(len(masters))])
+			} else {
+				e.Target = "redis " + r.redis.Addr
+				r.failover()
+			}
 			lastFailover = time.Now()
 		case chaos.Partition:
 			in.proxy.Partition(true)

@@ -196,7 +196,8 @@ func text(reply any) string {
 	return fmt.Sprint(reply)
 }
 
-// Cluster is a 3-master Redis Cluster, no replicas.
+// Cluster is a 3-master Redis Cluster: with no replicas (StartCluster), or
+// with one replica for each master (StartReplicatedCluster).
 type Cluster struct {
 	Nodes []*Server
 }
@@ -234,51 +235,96 @@ func StartCluster(t testing.TB) *Cluster {
 // LaunchCluster is StartCluster for programs that are not tests (the
 // benchmark): each node keeps its files in a directory of its own under
 // dir, and the caller kills the nodes (Kill).
-func LaunchCluster(dir string) (*Cluster, error) {
+func LaunchCluster(dir string) (*Cluster, error) { return launchCluster(dir, 0, 5*time.Second) }
+
+// ClusterNodeTimeout is how long the nodes of StartReplicatedCluster wait
+// for a master's answer before they take it for failed and promote its
+// replica.
+const ClusterNodeTimeout = time.Second
+
+// StartReplicatedCluster is StartCluster with a replica for each master,
+// quick to fail over (ClusterNodeTimeout). A node killed and started again
+// (Server.Restart keeps its nodes.conf) rejoins as a replica of the node
+// promoted in its place.
+func StartReplicatedCluster(t testing.TB) *Cluster {
+	t.Helper()
+	Need(t)
+	c, err := launchCluster(t.TempDir(), 1, ClusterNodeTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Kill)
+	return c
+}
+
+func launchCluster(dir string, replicas int, nodeTimeout time.Duration) (*Cluster, error) {
 	c := &Cluster{}
-	for i := range 3 {
+	for i := range 3 * (1 + replicas) {
 		nodeDir := filepath.Join(dir, "node"+strconv.Itoa(i))
 		if err := os.MkdirAll(nodeDir, 0o755); err != nil {
 			c.Kill()
 			return nil, err
 		}
-		n, err := Launch(nodeDir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000")
+		n, err := Launch(nodeDir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10))
 		if err != nil {
 			c.Kill()
 			return nil, err
 		}
 		c.Nodes = append(c.Nodes, n)
 	}
-	if err := c.join(); err != nil {
+	if err := c.join(replicas); err != nil {
 		c.Kill()
 		return nil, err
 	}
 	return c, nil
 }
 
-// join assigns the slots over the nodes and waits until every node says
-// the cluster is ok.
-func (c *Cluster) join() error {
-	args := []string{"--cluster", "create"}
-	args = append(args, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
+// Masters are the nodes that answer as masters now (ROLE): after a
+// failover, the promoted replicas in place of the failed masters.
+func (c *Cluster) Masters() []*Server {
+	var out []*Server
+	for _, n := range c.Nodes {
+		if role, err := n.Do("ROLE"); err == nil && strings.HasPrefix(role, "master\n") {
+			out = append(out, n)
+		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	return out
+}
+
+// WaitOK waits until every node that answers says the cluster is ok, with
+// every slot served: after a failover, once a replica has taken the failed
+// master's place.
+func (c *Cluster) WaitOK(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for _, n := range c.Nodes {
 		for {
 			info, err := n.Do("CLUSTER", "INFO")
-			if err == nil && strings.Contains(info, "cluster_state:ok") {
+			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_slots_ok:16384") {
 				break
 			}
+			if n.cmd == nil {
+				break // killed: not asked
+			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("cluster never became ok: %q %v", info, err)
+				return fmt.Errorf("cluster never became ok on %s: %q %v", n.Addr, info, err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	return nil
+}
+
+// join assigns the slots over the masters, each of the replicas to one,
+// and waits until every node says the cluster is ok.
+func (c *Cluster) join(replicas int) error {
+	args := []string{"--cluster", "create"}
+	args = append(args, c.Addrs()...)
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	return c.WaitOK(30 * time.Second)
 }
 
 // Kill stops every node at once (Server.Kill).
