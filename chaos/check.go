@@ -333,13 +333,6 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 		}
 	}
 	unseen := rules.unseenShares(served, attempts)
-	type point struct {
-		t       time.Time
-		start   bool
-		stream  string
-		counted bool   // false: a shared screen the limiter need not have told apart yet
-		why     string // why not counted
-	}
 	byUser := map[[2]string][]point{}
 	first := map[string]time.Time{} // stream -> its first request at the origin
 	for i, s := range served {
@@ -368,68 +361,9 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 		byUser[k] = append(byUser[k], point{from, true, s.Stream, !skip, why}, point{to, false, s.Stream, !skip, why})
 	}
 	rep.Users, rep.Streams = len(byUser), len(first)
-
 	for k, pts := range byUser {
-		zone, user := k[0], k[1]
-		slices.SortFunc(pts, func(a, b point) int { return a.t.Compare(b.t) })
-		// all counts every stream being served; counted leaves out the
-		// shared screens the limiter need not have told apart yet. A span
-		// over the bound in counted is a violation unless a fault's window
-		// covers it; one over it in all alone is excused by the sharing
-		// rule, named by why its screens were not counted.
-		all, counted := spanner{zone: zone, user: user}, spanner{zone: zone, user: user}
-		uncounted := map[string]string{} // streams served uncounted in all's span, and why
-		countedOver := false             // whether counted went over the bound in all's span
-		judged := func(c, a *Span) {
-			if c != nil {
-				if kinds := covering(ws, c.From, c.To); kinds != nil {
-					c.Windows = kinds
-					rep.Excused = append(rep.Excused, *c)
-				} else {
-					rep.Violations = append(rep.Violations, *c)
-				}
-			}
-			if c != nil || counted.open != nil {
-				countedOver = true
-			}
-			if a != nil && !countedOver {
-				a.Windows = sortedValues(uncounted)
-				rep.Excused = append(rep.Excused, *a)
-			}
-			if all.open == nil {
-				countedOver = false
-				clear(uncounted)
-			}
-		}
-		// The points of one instant are taken together: a stream whose
-		// request ends as its next begins plays on, and one that ends as
-		// another begins is no overlap.
-		for i, p := range pts {
-			all.step(p.stream, p.start)
-			if p.counted {
-				counted.step(p.stream, p.start)
-			} else if p.start {
-				uncounted[p.stream] = p.why
-			}
-			if i+1 < len(pts) && pts[i+1].t.Equal(p.t) {
-				continue
-			}
-			oldest := p.t
-			for s := range all.active {
-				oldest = minTime(oldest, first[s])
-			}
-			bound := lim.most(zone, user, oldest, p.t)
-			for _, w := range freed[k] {
-				if !p.t.Before(w.from) && !p.t.After(w.to) {
-					bound++
-				}
-			}
-			a := all.judge(p.t, bound)
-			judged(counted.judge(p.t, bound), a)
-		}
-		last := pts[len(pts)-1].t
-		a := all.closeAt(last)
-		judged(counted.closeAt(last), a)
+		u := userSweep{zone: k[0], user: k[1], windows: ws, limits: lim, first: first, freed: freed[k], rep: &rep}
+		u.sweep(pts)
 	}
 	sortSpans(rep.Violations)
 	sortSpans(rep.Excused)
@@ -457,6 +391,102 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 		}
 	}
 	return rep
+}
+
+// point is a request of a stream beginning or ending at the origin.
+type point struct {
+	t       time.Time
+	start   bool
+	stream  string
+	counted bool   // false: a shared screen the limiter need not have told apart yet
+	why     string // why not counted
+}
+
+// userSweep judges one user's streams at the origin over time.
+type userSweep struct {
+	zone, user string
+	windows    []window
+	limits     limits
+	first      map[string]time.Time // stream -> its first request
+	freed      []window             // slots freed that the origin's log cannot name
+	rep        *Report
+
+	// all counts every stream being served; counted leaves out the shared
+	// screens the limiter need not have told apart yet. A span over the
+	// bound in counted is a violation unless a fault's window covers it;
+	// one over it in all alone is excused by the sharing rule, named by
+	// why its screens were not counted.
+	all, counted spanner
+	uncounted    map[string]string // streams served uncounted in all's span, and why
+	countedOver  bool              // whether counted went over the bound in all's span
+}
+
+func (u *userSweep) sweep(pts []point) {
+	slices.SortFunc(pts, func(a, b point) int { return a.t.Compare(b.t) })
+	u.all = spanner{zone: u.zone, user: u.user}
+	u.counted = spanner{zone: u.zone, user: u.user}
+	u.uncounted = map[string]string{}
+	// The points of one instant are taken together: a stream whose request
+	// ends as its next begins plays on, and one that ends as another
+	// begins is no overlap.
+	for i, p := range pts {
+		u.all.step(p.stream, p.start)
+		if p.counted {
+			u.counted.step(p.stream, p.start)
+		} else if p.start {
+			u.uncounted[p.stream] = p.why
+		}
+		if i+1 < len(pts) && pts[i+1].t.Equal(p.t) {
+			continue
+		}
+		bound := u.bound(p.t)
+		a := u.all.judge(p.t, bound)
+		u.judged(u.counted.judge(p.t, bound), a)
+	}
+	last := pts[len(pts)-1].t
+	a := u.all.closeAt(last)
+	u.judged(u.counted.closeAt(last), a)
+}
+
+// bound is the most streams the user may have had being served at t: the
+// highest limit since the oldest of them started, and one more for each
+// slot freed that the log cannot name.
+func (u *userSweep) bound(t time.Time) int {
+	oldest := t
+	for s := range u.all.active {
+		oldest = minTime(oldest, u.first[s])
+	}
+	bound := u.limits.most(u.zone, u.user, oldest, t)
+	for _, w := range u.freed {
+		if !t.Before(w.from) && !t.After(w.to) {
+			bound++
+		}
+	}
+	return bound
+}
+
+// judged reports the spans that closed: c, over the bound in counted; a,
+// over it in all.
+func (u *userSweep) judged(c, a *Span) {
+	if c != nil {
+		if kinds := covering(u.windows, c.From, c.To); kinds != nil {
+			c.Windows = kinds
+			u.rep.Excused = append(u.rep.Excused, *c)
+		} else {
+			u.rep.Violations = append(u.rep.Violations, *c)
+		}
+	}
+	if c != nil || u.counted.open != nil {
+		u.countedOver = true
+	}
+	if a != nil && !u.countedOver {
+		a.Windows = sortedValues(u.uncounted)
+		u.rep.Excused = append(u.rep.Excused, *a)
+	}
+	if u.all.open == nil {
+		u.countedOver = false
+		clear(u.uncounted)
+	}
 }
 
 // refusals counts honest viewers' refused starts, and returns those that

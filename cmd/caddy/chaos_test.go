@@ -102,8 +102,7 @@ http://%[2]s {
 // Redis (each instance reaches it through a fault proxy of its own); with
 // Sentinel, the master killed and the replica promoted; with a Cluster
 // (a replica for each master), a master killed and its replica promoted,
-// or a node paused (a master paused past the node timeout is failed over
-// too). Beside the faults an operator reloads configs, kicks live streams
+// or a node paused. Beside the faults an operator reloads configs, kicks live streams
 // and sets and clears limit overrides. Then the history is checked
 // (package chaos): from the
 // origin's log, no user ever had more streams served at once than the
@@ -349,18 +348,6 @@ func (r *chaosRun) failover() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	r.t.Errorf("the sentinel did not promote %s within 20 s of the master's kill", r.replica.Addr)
-}
-
-// clusterFailover kills a Cluster master and waits for its replica to be
-// promoted and every slot served; then starts the killed node again, which
-// rejoins as the new master's replica. It returns the killed master.
-func (r *chaosRun) clusterFailover(master *redistest.Server) string {
-	master.Kill()
-	if err := r.cluster.WaitOK(20 * time.Second); err != nil {
-		r.t.Errorf("no replica took the place of the killed master %s: %v", master.Addr, err)
-	}
-	master.Restart(r.t)
-	return master.Addr
 }
 
 // redisNodes are the servers that hold the run's keys now.
@@ -722,11 +709,15 @@ func (r *chaosRun) faults(ctx context.Context) {
 			time.Sleep(between(rng, time.Second, 3500*time.Millisecond))
 			in.signal(syscall.SIGCONT)
 		case chaos.PauseRedis:
-			// Under Sentinel, shorter than its down-after: a pause, not a
-			// failover.
+			// Under Sentinel or a Cluster, shorter than the time after
+			// which a master is taken for failed: a pause, not a failover
+			// (those are faults of their own, with their own window).
 			longest := 2500 * time.Millisecond
-			if r.store == "sentinel" {
+			switch r.store {
+			case "sentinel":
 				longest = redistest.SentinelDownAfter / 2
+			case "cluster":
+				longest = redistest.ClusterNodeTimeout / 2
 			}
 			nodes := r.redisNodes()
 			node := nodes[rng.IntN(len(nodes))]
@@ -740,7 +731,11 @@ func (r *chaosRun) faults(ctx context.Context) {
 			}
 			if r.cluster != nil {
 				masters := r.cluster.Masters()
-				e.Target = "redis " + r.clusterFailover(masters[rng.IntN(len(masters))])
+				master := masters[rng.IntN(len(masters))]
+				e.Target = "redis " + master.Addr
+				if err := r.cluster.Failover(r.t, master, 20*time.Second); err != nil {
+					r.t.Error(err)
+				}
 			} else {
 				e.Target = "redis " + r.redis.Addr
 				r.failover()

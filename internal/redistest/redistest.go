@@ -285,11 +285,34 @@ func launchCluster(dir string, replicas int, nodeTimeout time.Duration) (*Cluste
 func (c *Cluster) Masters() []*Server {
 	var out []*Server
 	for _, n := range c.Nodes {
+		if n.cmd == nil {
+			continue // killed
+		}
 		if role, err := n.Do("ROLE"); err == nil && strings.HasPrefix(role, "master\n") {
 			out = append(out, n)
 		}
 	}
 	return out
+}
+
+// Failover kills a master and waits until its replica has taken its place
+// (three masters answer again) and every slot is served; then starts the
+// killed node again (Server.Restart), which rejoins as the new master's
+// replica. (Started again before its replica took its place, it would
+// come back a master with none of its data: a master with no persistence
+// must not come back by itself.)
+func (c *Cluster) Failover(t testing.TB, master *Server, timeout time.Duration) error {
+	master.Kill()
+	deadline := time.Now().Add(timeout)
+	for len(c.Masters()) < 3 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no replica took the place of the killed master %s within %v", master.Addr, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	err := c.WaitOK(time.Until(deadline))
+	master.Restart(t)
+	return err
 }
 
 // WaitOK waits until every node that answers says the cluster is ok, with
@@ -298,13 +321,10 @@ func (c *Cluster) Masters() []*Server {
 func (c *Cluster) WaitOK(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for _, n := range c.Nodes {
-		for {
+		for n.cmd != nil { // (a killed node is not asked)
 			info, err := n.Do("CLUSTER", "INFO")
 			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_slots_ok:16384") {
 				break
-			}
-			if n.cmd == nil {
-				break // killed: not asked
 			}
 			if time.Now().After(deadline) {
 				return fmt.Errorf("cluster never became ok on %s: %q %v", n.Addr, info, err)
