@@ -336,3 +336,21 @@ func TestCheckSegmentsAndSharedScreens(t *testing.T) {
 		})
 	}
 }
+
+func TestPlayed(t *testing.T) {
+	cases := []struct {
+		name           string
+		before, now, d float64
+		want           float64
+	}{
+		{name: "run out: from now", before: 2, now: 5, d: 1, want: 6},
+		{name: "still playing: after what was served", before: 7, now: 5, d: 1, want: 8},
+		{name: "at most max_buffer ahead", before: 14, now: 5, d: 1, want: 13},
+	}
+	for _, c := range cases {
+		got := Played(at(c.before), at(c.now), time.Duration(c.d*float64(time.Second)), 8*time.Second)
+		if !got.Equal(at(c.want)) {
+			t.Errorf("%s: %v, want %v", c.name, got.Sub(t0), at(c.want).Sub(t0))
+		}
+	}
+}

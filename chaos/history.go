@@ -66,6 +66,19 @@ type Attempt struct {
 	Shares string
 }
 
+// Played is when a stream's media runs out once it is served a segment of
+// d at now, where it ran out at mediaEnd before: d from the later of the
+// two, at most maxBuffer from now. That is how the limiter counts a
+// path_token stream's media (every segment served counts, one fetched
+// again too), and what Attempt.MediaEnd records.
+func Played(mediaEnd, now time.Time, d, maxBuffer time.Duration) time.Time {
+	end := laterOf(mediaEnd, now).Add(d)
+	if limit := now.Add(maxBuffer); end.After(limit) {
+		return limit
+	}
+	return end
+}
+
 // Kinds of event.
 const (
 	// Faults. Target names the instance, or "redis".

@@ -226,8 +226,8 @@ func (p *tokPlayer) playSegments(ctx context.Context, a chaos.Attempt, title str
 		status, _, _ := p.fetch(segs[k], a.Stream)
 		switch status {
 		case http.StatusOK:
-			buffered = laterOf(buffered, time.Now()).Add(chaosSegment)
-			a.MediaEnd = counted(a.MediaEnd)
+			buffered = time.Now().Add(ahead(buffered) + chaosSegment)
+			a.MediaEnd = chaos.Played(a.MediaEnd, time.Now(), chaosSegment, chaosMaxBuffer)
 			k++
 		case 0:
 			sleepFor(ctx, 200*time.Millisecond)
@@ -263,7 +263,7 @@ func (p *tokPlayer) sharer(ctx context.Context, n int, passed <-chan sharedTitle
 			}
 			switch status {
 			case http.StatusOK:
-				a.MediaEnd = counted(a.MediaEnd)
+				a.MediaEnd = chaos.Played(a.MediaEnd, time.Now(), chaosSegment, chaosMaxBuffer)
 				k++
 			case 0:
 				sleepFor(ctx, 200*time.Millisecond)
@@ -320,30 +320,10 @@ func (r *chaosRun) tokViewers(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// counted is when a stream's media runs out, as the limiter counts it, once
-// it is served one more segment: from the later of now and when it ran out
-// before, at most max_buffer from now. (A stream whose title is opened
-// again counts what it is served again.)
-func counted(mediaEnd time.Time) time.Time {
-	now := time.Now()
-	return minOf(laterOf(mediaEnd, now).Add(chaosSegment), now.Add(chaosMaxBuffer))
-}
-
 // ahead is how long until t, or 0 once it has passed (or for no time).
 func ahead(t time.Time) time.Duration {
-	return max(time.Until(laterOf(t, time.Now())), 0)
-}
-
-func minOf(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
+	if d := time.Until(t); d > 0 {
+		return d
 	}
-	return a
-}
-
-func laterOf(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
+	return 0
 }
