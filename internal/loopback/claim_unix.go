@@ -26,7 +26,9 @@ var claims struct {
 // so two Caddy processes given one port would both listen on it, and
 // each get some of its connections.)
 func claim(port int) (bool, error) {
-	dir := filepath.Join(os.TempDir(), "streamlimit-ports")
+	// One directory per user: another user's lock files are not ours to
+	// open.
+	dir := filepath.Join(os.TempDir(), "streamlimit-ports-"+strconv.Itoa(os.Getuid()))
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return false, err
 	}
