@@ -167,7 +167,14 @@ const maxListed = 20
 // window is a span of time in which the fleet documents weaker promises.
 type window struct {
 	kind     string
+	target   string // the instance, or "redis …": every instance
 	from, to time.Time
+}
+
+// stalls reports whether the window keeps instance from hearing of a
+// close: the instance paused, or its way to the store, or the store, down.
+func (w window) stalls(instance string) bool {
+	return w.target == instance || strings.HasPrefix(w.target, "redis")
 }
 
 // windows are the spans in which a user may be over the limit, each until
@@ -184,10 +191,25 @@ func (r Rules) windows(events []Event) []window {
 	for _, e := range events {
 		switch e.Kind {
 		case PauseCaddy, Failover, PauseRedis, Partition, Latency, DropConns:
-			out = append(out, window{kind: e.Kind + " " + e.Target, from: e.Start, to: e.End.Add(r.renewal() + r.Slack)})
+			out = append(out, window{kind: e.Kind + " " + e.Target, target: e.Target, from: e.Start, to: e.End.Add(r.renewal() + r.Slack)})
 		}
 	}
 	return out
+}
+
+// heardBy is when instance must have heard of a close it would have
+// heard of by by, were it not for the windows that stall it: each one
+// that begins by then puts it off until the window's end.
+func heardBy(ws []window, instance string, by time.Time) time.Time {
+	for moved := true; moved; {
+		moved = false
+		for _, w := range ws {
+			if w.stalls(instance) && !w.from.After(by) && w.to.After(by) {
+				by, moved = w.to, true
+			}
+		}
+	}
+	return by
 }
 
 // covering are the kinds of the windows that together cover [from, to],
@@ -342,8 +364,11 @@ func Check(rules Rules, served []Served, attempts []Attempt, events []Event) Rep
 		}
 		if c, ok := closedAt[s.Stream]; ok {
 			// Served past the close's 204 and a renewal interval, or, when
-			// asked for later, past the store call that cuts it.
-			if by := c.done.Add(rules.renewal() + rules.Slack); s.End.After(laterOf(by, s.Start.Add(rules.CutWithin))) {
+			// asked for later, past the store call that cuts it; later
+			// still where its instance could not hear of the close (it was
+			// paused, or the store out of its reach), until a renewal
+			// interval after it could.
+			if by := heardBy(ws, s.Via, c.done.Add(rules.renewal()+rules.Slack)); s.End.After(laterOf(by, s.Start.Add(rules.CutWithin))) {
 				rep.ServedAfterClose = append(rep.ServedAfterClose, s)
 			} else if s.Start.After(by) {
 				rep.CutAfterClose++

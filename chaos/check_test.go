@@ -147,6 +147,15 @@ func TestCheckClosedStreams(t *testing.T) {
 	if rep := Check(rules, served, attempts, []Event{closeA}); len(rep.ServedAfterClose) != 2 {
 		t.Errorf("closed stream's request 3 s after its close, served 1 s: %s", rep)
 	}
+	// Its instance paused past the close: cut once it woke, and renewed.
+	pause := Event{Kind: PauseCaddy, Target: "c1", Start: at(4), End: at(8)}
+	if rep := Check(rules, served, attempts, []Event{closeA, pause}); len(rep.ServedAfterClose) != 0 {
+		t.Errorf("closed stream served on by an instance paused past the close: %s", rep)
+	}
+	pause.Target = "c2"
+	if rep := Check(rules, served, attempts, []Event{closeA, pause}); len(rep.ServedAfterClose) != 2 {
+		t.Errorf("closed stream served on while another instance was paused: %s", rep)
+	}
 	// A request asked for later, through an instance not yet told of the
 	// close, served until the store call beside it answers: cut in time.
 	served[len(served)-1].End = at(8.1)
