@@ -721,6 +721,9 @@ func (r *chaosRun) faults(ctx context.Context) {
 			}
 			nodes := r.redisNodes()
 			node := nodes[rng.IntN(len(nodes))]
+			if !node.Running() {
+				continue // killed by a failover that did not finish
+			}
 			e.Target = "redis " + node.Addr
 			syscall.Kill(node.Pid(), syscall.SIGSTOP)
 			time.Sleep(between(rng, 300*time.Millisecond, longest))

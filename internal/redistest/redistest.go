@@ -114,6 +114,10 @@ func (s *Server) start() error {
 // Pid is the server's process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
+// Running reports whether the server's process runs (it was not killed,
+// or was started again since).
+func (s *Server) Running() bool { return s.cmd != nil }
+
 // Kill stops the server at once (SIGKILL): its data is gone.
 func (s *Server) Kill() {
 	if s.cmd != nil && s.cmd.Process != nil {
@@ -265,8 +269,15 @@ func launchCluster(dir string, replicas int, nodeTimeout time.Duration) (*Cluste
 			c.Kill()
 			return nil, err
 		}
-		n, err := Launch(nodeDir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10))
+		args := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.FormatInt(nodeTimeout.Milliseconds(), 10)}
+		if replicas > 0 {
+			// A replica fails over however long ago it last heard from its
+			// master (a replica that was itself just started again, and
+			// paused masters, would otherwise hold it back).
+			args = append(args, "--cluster-replica-validity-factor", "0")
+		}
+		n, err := Launch(nodeDir, args...)
 		if err != nil {
 			c.Kill()
 			return nil, err
@@ -303,6 +314,7 @@ func (c *Cluster) Masters() []*Server {
 // must not come back by itself.)
 func (c *Cluster) Failover(t testing.TB, master *Server, timeout time.Duration) error {
 	master.Kill()
+	defer master.Restart(t) // (after a failed failover too: its slots are served by none but it)
 	deadline := time.Now().Add(timeout)
 	for len(c.Masters()) < 3 {
 		if time.Now().After(deadline) {
@@ -310,9 +322,7 @@ func (c *Cluster) Failover(t testing.TB, master *Server, timeout time.Duration) 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	err := c.WaitOK(time.Until(deadline))
-	master.Restart(t)
-	return err
+	return c.WaitOK(time.Until(deadline))
 }
 
 // WaitOK waits until every node that answers says the cluster is ok, with
