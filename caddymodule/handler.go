@@ -546,11 +546,11 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 
 // stillHeld reports whether a stream a client opens again may go on: not
 // revoked here, and, unless the store confirmed its lease within a
-// renewal interval, still held in the store. A stream closed or kicked
-// through another instance is so not continued here on what this one
-// last knew (which, for a stream with media buffered, may be a lease
-// old): its client starts anew, and needs a free slot. A store that
-// cannot answer leaves it going on, as a live stream does.
+// renewal interval, still held in the store. So a stream closed or kicked
+// through another instance is not continued on what this instance last
+// knew (for a stream with media buffered, that may be a lease old): its
+// client starts anew, and needs a free slot. A store that cannot answer
+// leaves the stream going on, as it leaves a live stream.
 func (h *Handler) stillHeld(r *http.Request, ref streamRef, ls *localStream, limit int) bool {
 	if _, revoked := ls.fresh(h.ttl()); revoked {
 		return false

@@ -32,6 +32,7 @@ import (
 var (
 	chaosDuration = flag.Duration("chaos.duration", 40*time.Second, "how long the chaos run's viewers play and its faults strike")
 	chaosSeed     = flag.Uint64("chaos.seed", 1, "the chaos run's seed: the faults, their times and targets, and the viewers' choices (0: a new one, printed)")
+	chaosKeep     = flag.Bool("chaos.keep", false, "keep the run's history (JSON) and the instances' logs in the temporary directory even when the limit was kept (a failed run always keeps them)")
 	chaosStore    = flag.String("chaos.store", "redis", "the fleet's Redis: redis (standalone, a fault proxy before it for each instance), sentinel (a master, a replica and a sentinel; failovers) or cluster (3 masters, each with a replica; failovers)")
 )
 
@@ -121,7 +122,7 @@ func TestChaos(t *testing.T) {
 	t.Logf("seed %d:\n%s", seed, rep)
 	if !rep.OK() {
 		t.Errorf("the limit was not kept (seed %d); the history: %s", seed, r.keepHistory(seed))
-	} else if os.Getenv("CHAOS_KEEP") != "" {
+	} else if *chaosKeep {
 		t.Logf("the history: %s", r.keepHistory(seed))
 	}
 	r.checkNothingLeft(t)
